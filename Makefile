@@ -1,0 +1,57 @@
+# asyncpipe — everyday commands. `make demo` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+A ?=
+B ?=
+MODEL ?=
+OUT ?= report
+DIR ?=
+ARGS ?=
+
+.PHONY: install test test-fast demo lint format bench bench-local compare pairs report clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install asyncpipe with its test extras
+
+test: $(STAMP)  ## run the whole test suite (fake API server, embedded model, real llama.cpp server)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)  ## skip the slow tests that run the embedded model
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: $(STAMP)  ## run the whole job offline on the embedded model, on shipped example data
+	$(BIN)/asyncpipe demo --output demo-report
+
+lint: $(STAMP)
+	$(BIN)/ruff check asyncpipe tests bench
+	$(BIN)/ruff format --check asyncpipe tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format asyncpipe tests bench
+	$(BIN)/ruff check --fix asyncpipe tests bench
+
+bench: $(STAMP)  ## engine throughput, latency, rate-limit and memory benchmarks against a local stub
+	$(BIN)/python -m bench.bench_engine
+
+bench-local: $(STAMP)  ## embedded model: prefix reuse against full evaluation, side by side
+	$(BIN)/python -m bench.bench_local
+
+compare: $(STAMP)  ## make compare A=a.jsonl B=b.jsonl MODEL=gpt-4o-mini OUT=report
+	$(BIN)/asyncpipe compare $(A) $(B) $(if $(MODEL),--model $(MODEL)) --output $(OUT) $(ARGS)
+
+pairs: $(STAMP)  ## make pairs DIR=results/ruler_of_the_world MODEL=gpt-4o-mini OUT=pairs-report
+	$(BIN)/asyncpipe pairs $(DIR) $(if $(MODEL),--model $(MODEL)) --output $(OUT) $(ARGS)
+
+report: $(STAMP)  ## make report OUT=report — re-render a report directory, no API calls
+	$(BIN)/asyncpipe report $(OUT)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo-report

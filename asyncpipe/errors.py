@@ -1,0 +1,58 @@
+"""Errors, arranged by what the caller can do about them (the way httpx arranges its own).
+
+- :class:`UserError`: the input or the options are wrong. The user fixes them; exit code 2.
+- :class:`FatalAPIError`: the API refused in a way that retrying cannot fix (bad key, unknown model,
+  exhausted quota). The run stops at once, keeps finished work, exit code 1.
+- :class:`RetryableAPIError`: a passing fault (rate limit, 5xx, timeout, broken connection, a reply that
+  cannot be parsed). The retry policy owns it; it never reaches the user unless retries run out.
+
+Every message is one line, written for the person at the terminal, and never holds the API key.
+"""
+
+from __future__ import annotations
+
+
+class AsyncpipeError(Exception):
+    """Base of every error asyncpipe raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(AsyncpipeError):
+    """Bad input or options: fixable by the user. Exit code 2."""
+
+    exit_code = 2
+
+
+class FatalAPIError(AsyncpipeError):
+    """The API refused for good (401, 403, 404, 400, insufficient quota). Exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class RetryableAPIError(AsyncpipeError):
+    """A passing fault. ``retry_after`` is the server's hint in seconds, when it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        rate_limited: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+
+
+class Interrupted(AsyncpipeError):
+    """The user pressed Ctrl-C; finished work has been saved. Exit code 130."""
+
+    exit_code = 130

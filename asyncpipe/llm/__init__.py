@@ -1,0 +1,1 @@
+"""The model layer: one provider interface, with transport, limiter, retry and cache beneath it."""

@@ -1,0 +1,80 @@
+"""The one provider interface, and the records that cross it.
+
+A provider turns chat messages into either a label probability (classification: one token, 'A' or 'B')
+or free text (the describe step). It raises :class:`~asyncpipe.errors.RetryableAPIError` for passing
+faults and :class:`~asyncpipe.errors.FatalAPIError` for refusals; retrying, rate limiting and caching are
+layered on top by :mod:`asyncpipe.llm.client`, never inside a provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, TypedDict
+
+
+class Message(TypedDict):
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """The classifier's answer for one row.
+
+    ``p_a`` is the softmax over the two labels' masses, or ``None`` when the row is unscored, in which
+    case ``error`` says why (for example that neither label was among the returned tokens).
+    ``method`` says how the probability was obtained: ``"logprobs"`` (top-k logprobs from an API) or
+    ``"logits"`` (exact logits over the whole vocabulary, embedded model).
+    """
+
+    p_a: float | None
+    error: str | None
+    usage: Usage = Usage()
+    method: str = "logprobs"
+    from_cache: bool = False
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Free text from the describe step."""
+
+    text: str
+    usage: Usage = Usage()
+    from_cache: bool = False
+
+
+class Provider(Protocol):
+    """What every model backend implements (OpenAI-compatible HTTP, embedded llama.cpp)."""
+
+    #: model name as recorded in outputs
+    model: str
+    #: stable identity for cache keys: where requests go and to which model (never the API key)
+    cache_identity: str
+    #: how many requests this backend can usefully run at once (1 for an in-process model)
+    max_concurrency: int
+
+    async def score_labels(self, messages: list[Message]) -> LabelScore:
+        """Classify: ask for one token and return p('A') over {'A', 'B'}."""
+        ...
+
+    async def generate(
+        self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
+    ) -> Generation:
+        """Describe: return free text."""
+        ...
+
+    async def aclose(self) -> None: ...
