@@ -1,0 +1,224 @@
+"""The command line: flags → one RunConfig → the pipeline. Nothing else happens here.
+
+Expected failures print one line and exit non-zero (2 for bad input or options, 1 for a fatal API
+error, 130 for Ctrl-C); finished work is kept in every case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import anyio
+
+from asyncpipe import __version__
+from asyncpipe.config import RunConfig, Templates, load_settings
+from asyncpipe.errors import AsyncpipeError, UserError
+
+DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit 2 with one line rather than the whole usage text."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"asyncpipe: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="model for both roles: an API model name, 'local' (embedded SmolLM2), or gguf:PATH")
+    g.add_argument("--describe-model", help="model that writes descriptions (default: --model)")
+    g.add_argument("--classify-model", help="model that classifies rows (default: --model)")
+    g.add_argument("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else OpenAI)")
+    g.add_argument("--concurrency", type=_positive_int, help="most classify requests in flight (default 64)")
+    g.add_argument("--timeout", type=_positive_float, help="seconds one request may take (default 60)")
+    g.add_argument("--max-attempts", type=_positive_int, help="tries per request, the first included (default 5)")
+    g.add_argument("--rpm", type=_positive_float, help="requests-per-minute budget")
+    g.add_argument("--tpm", type=_positive_float, help="tokens-per-minute budget (estimated tokens)")
+    g.add_argument("--cache", type=Path, help="response cache file (default: OUTPUT/cache.sqlite); share one across runs")
+    g.add_argument("--config", type=Path, help="YAML file overriding config/default.yaml (prompts, defaults)")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def add_compare_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--extra-prompt", "--extra_prompt", default="", help="extra instructions for the describer")
+    p.add_argument("--output", "--outout", dest="output", type=Path, default=Path("report"), help="output directory (default: report/)")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=_positive_int, help="rows shown from EACH dataset per step (default 16)")
+    p.add_argument("--epochs", type=_positive_int, help="passes over the batches (default 1)")
+    p.add_argument("--max-steps", type=_positive_int, help="stop after this many describe steps")
+    p.add_argument("--max-rows", type=_positive_int, help="use only the first N rows of each file")
+    p.add_argument("--column", help="the text column (default: first of answer, response, completion, output, text)")
+    p.add_argument("--columns", help="several columns per row, comma-separated (e.g. system,question,answer)")
+    p.add_argument("--no-question", action="store_true", help="do not show the 'question' column as context")
+    p.add_argument("--validation-fraction", type=float, help="share of pairs held out from the describer (default 0.1)")
+    p.add_argument("--validation-max", type=int, help="most held-out rows per file (default 100)")
+    p.add_argument("--max-row-chars", type=_positive_int, help="cut rows longer than this, visibly (default 6000)")
+    p.add_argument("--describe-max-tokens", type=_positive_int, help="longest description, in tokens (default 1024)")
+    p.add_argument("--swap-labels", action="store_true", help="also classify with A and B swapped and average (twice the cost)")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT even if its settings differ")
+    p.add_argument("--force", action="store_true", help="replace an earlier, different run in OUTPUT")
+    add_model_options(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="asyncpipe", description="Find qualitative differences between two datasets with LLMs.")
+    parser.add_argument("--version", action="version", version=f"asyncpipe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("compare", help="describe how A differs from B, and measure how well that separates them")
+    p.add_argument("file_a", type=Path, metavar="A_FILE")
+    p.add_argument("file_b", type=Path, metavar="B_FILE")
+    add_compare_options(p)
+
+    p = sub.add_parser("classify", help="classify rows with a saved classify.yaml")
+    p.add_argument("classifier", type=Path, metavar="CLASSIFY_YAML")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("file2", type=Path, nargs="?", metavar="FILE2", help="with a second file: FILE is A, FILE2 is B, and metrics are computed")
+    p.add_argument("--output", type=Path, required=True, help="output directory")
+    p.add_argument("--max-rows", type=_positive_int)
+    add_model_options(p)
+
+    p = sub.add_parser("report", help="re-render the HTML report of an output directory (no API calls)")
+    p.add_argument("directory", type=Path, metavar="DIR")
+
+    p = sub.add_parser("demo", help="run the whole job offline on the embedded model and shipped example data")
+    p.add_argument("--output", type=Path, default=Path("demo-report"))
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def read_dotenv(path: Path = Path(".env")) -> None:
+    """Read KEY=VALUE lines from ./.env into the environment, never overriding what is already set."""
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.removeprefix("export ").split("=", 1)
+        key, value = key.strip(), value.strip().strip("'\"")
+        if key and key not in os.environ:
+            os.environ[key] = value
+
+
+def resolve_models(args: argparse.Namespace, base_url: str | None, log) -> tuple[str, str]:
+    model = args.model
+    if model is None and base_url is not None and not (args.describe_model and args.classify_model):
+        from asyncpipe.llm.probe import served_models
+
+        served = served_models(base_url, os.environ.get("OPENAI_API_KEY"))
+        if len(served) != 1:
+            raise UserError(f"{base_url} serves {len(served)} models ({', '.join(served[:8]) or 'none'}); pass --model NAME")
+        model = served[0]
+        log(f"using the model that {base_url} serves: {model}")
+    if model is None:
+        if os.environ.get("OPENAI_API_KEY"):
+            model = DEFAULT_OPENAI_MODEL
+            log(f"no --model given: using {model}")
+        else:
+            model = "local"
+            log("no --model and no OPENAI_API_KEY: using the embedded model (--model local); it proves the pipeline, not the finding")
+    return args.describe_model or model, args.classify_model or model
+
+
+def build_config(args: argparse.Namespace, log) -> RunConfig:
+    settings = load_settings(args.config)
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
+    describe_model, classify_model = resolve_models(args, base_url, log)
+
+    def pick(flag: str, key: str | None = None):
+        value = getattr(args, flag, None)
+        return settings[key or flag] if value is None else value
+
+    columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
+    return RunConfig(
+        file_a=args.file_a, file_b=args.file_b, output=args.output,
+        describe_model=describe_model, classify_model=classify_model, base_url=base_url,
+        templates=Templates.from_settings(settings["prompts"]),
+        extra_prompt=args.extra_prompt, text_column=args.column, columns=columns,
+        with_question=not args.no_question,
+        batch_size=pick("batch_size"), epochs=pick("epochs"), max_steps=pick("max_steps"), max_rows=args.max_rows,
+        validation_fraction=pick("validation_fraction"), validation_max=pick("validation_max"),
+        max_row_chars=pick("max_row_chars"), history_size=settings["history_size"],
+        wrong_examples=settings["wrong_examples"], describe_max_tokens=pick("describe_max_tokens"),
+        describe_temperature=settings["describe_temperature"], seed=settings["seed"],
+        concurrency=pick("concurrency"), timeout=pick("timeout"), max_attempts=pick("max_attempts"),
+        rpm=args.rpm, tpm=args.tpm, cache_path=args.cache, swap_labels=args.swap_labels,
+        force=args.force, resume=args.resume,
+        extra={k: settings[k] for k in ("retry_base_delay", "retry_max_delay") if k in settings},
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from asyncpipe.llm.stats import RunStats
+    from asyncpipe.pipeline.progress import Reporter
+
+    reporter = Reporter(RunStats(), quiet=getattr(args, "quiet", False))
+    if args.command == "report":
+        from asyncpipe.report import render_report
+
+        if not (args.directory / "run.json").is_file():
+            raise UserError(f"{args.directory}: not an asyncpipe output directory (no run.json)")
+        print(render_report(args.directory))
+        return 0
+    if args.command == "demo":
+        from asyncpipe.demo import demo_arguments
+
+        args = build_parser().parse_args(demo_arguments(args.output, quiet=args.quiet))
+        reporter.log("demo: comparing two small shipped datasets on the embedded 135M model (offline)")
+    if args.command == "classify":
+        from asyncpipe.pipeline.reuse import classify_saved
+
+        outcome = anyio.run(lambda: classify_saved(args, reporter))
+        print(outcome)
+        return 0
+    cfg = build_config(args, reporter.log)
+    from asyncpipe.pipeline.compare import compare
+    from asyncpipe.pipeline.summary import print_summary
+
+    outcome = anyio.run(lambda: compare(cfg, reporter))
+    if not reporter.quiet:
+        print_summary(outcome, reporter.console)
+    print(outcome.index_html)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    read_dotenv()
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except AsyncpipeError as exc:
+        print(f"asyncpipe: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("asyncpipe: interrupted; finished work is saved — run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

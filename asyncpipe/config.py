@@ -1,0 +1,162 @@
+"""Configuration: defaults and prompt templates from ``config/default.yaml`` (overridable with
+``--config``), model facts from ``config/models.yaml``, and the one frozen :class:`RunConfig` that the
+command line builds and passes down."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asyncpipe.errors import UserError
+
+
+def config_dir() -> Path:
+    """``asyncpipe/config`` in an installed wheel, the repository's ``config/`` in a checkout."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "config"
+    return packaged if packaged.is_dir() else here.parent / "config"
+
+
+def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what} {path}: no such file") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"{what} {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path}: expected a mapping of settings at the top level")
+    return data
+
+
+def load_settings(override: Path | None = None) -> dict[str, Any]:
+    """Defaults merged with an override file; prompt templates are merged key by key."""
+    settings = read_yaml(config_dir() / "default.yaml", "defaults")
+    if override is not None:
+        extra = read_yaml(override, "--config")
+        unknown = set(extra) - set(settings)
+        if unknown:
+            raise UserError(f"--config {override}: unknown setting(s): {', '.join(sorted(unknown))}")
+        prompts = {**settings["prompts"], **(extra.pop("prompts", None) or {})}
+        settings = {**settings, **extra, "prompts": prompts}
+    return settings
+
+
+@dataclass(frozen=True)
+class Price:
+    input: float
+    cached_input: float
+    output: float
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    name: str
+    logprobs: bool = True
+    token_param: str = "max_tokens"
+    tokenizer: str | None = None
+    price: Price | None = None
+
+
+def model_facts(model: str) -> ModelFacts:
+    """Facts for ``model``: an exact entry, else the longest listed prefix (dated snapshots such as
+    ``gpt-4o-mini-2024-07-18``), else the defaults. Provider prefixes like ``openai/`` are ignored."""
+    data = read_yaml(config_dir() / "models.yaml", "model facts")
+    defaults = data.get("defaults", {})
+    models = data.get("models", {})
+    bare = model.split("/")[-1]
+    key = bare if bare in models else None
+    if key is None:
+        prefixes = [name for name in models if bare.startswith(name + "-")]
+        key = max(prefixes, key=len) if prefixes else None
+    entry = {**defaults, **(models.get(key, {}) if key else {})}
+    price = entry.get("price")
+    return ModelFacts(
+        name=model,
+        logprobs=bool(entry.get("logprobs", True)),
+        token_param=str(entry.get("token_param", "max_tokens")),
+        tokenizer=entry.get("tokenizer"),
+        price=Price(**price) if price else None,
+    )
+
+
+@dataclass(frozen=True)
+class Templates:
+    describe_system: str
+    describe_user: str
+    describe_history: str
+    classify_system: str
+    classify_user: str
+
+    @classmethod
+    def from_settings(cls, prompts: dict[str, str]) -> Templates:
+        try:
+            return cls(**{name: str(prompts[name]) for name in cls.__dataclass_fields__})
+        except KeyError as exc:
+            raise UserError(f"prompt template {exc.args[0]} is missing from the configuration") from None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a comparison needs, resolved once from flags, files and environment."""
+
+    file_a: Path
+    file_b: Path
+    output: Path
+    describe_model: str
+    classify_model: str
+    base_url: str | None
+    templates: Templates
+    extra_prompt: str = ""
+    text_column: str | None = None
+    columns: tuple[str, ...] | None = None
+    with_question: bool = True
+    batch_size: int = 16
+    epochs: int = 1
+    max_steps: int | None = None
+    max_rows: int | None = None
+    validation_fraction: float = 0.1
+    validation_max: int = 100
+    max_row_chars: int = 6000
+    history_size: int = 3
+    wrong_examples: int = 4
+    describe_max_tokens: int = 1024
+    describe_temperature: float = 0.7
+    seed: int = 0
+    concurrency: int = 64
+    timeout: float = 60.0
+    max_attempts: int = 5
+    rpm: float | None = None
+    tpm: float | None = None
+    cache_path: Path | None = None
+    swap_labels: bool = False
+    force: bool = False
+    resume: bool = False
+    dry_run: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved configuration for run.json: plain values, paths as strings, no secrets."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[key] = value
+        return out
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        """What decides the results: changing any of these makes it a different run."""
+        keep = {
+            "describe_model", "classify_model", "base_url", "templates", "extra_prompt", "text_column",
+            "columns", "with_question", "batch_size", "epochs", "max_steps", "max_rows",
+            "validation_fraction", "validation_max", "max_row_chars", "history_size", "wrong_examples",
+            "describe_max_tokens", "describe_temperature", "seed", "swap_labels",
+        }
+        return {k: v for k, v in self.public_dict().items() if k in keep}

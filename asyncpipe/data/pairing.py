@@ -1,0 +1,57 @@
+"""Pair rows by index, set aside validation pairs, cut the rest into ordered batches. Never shuffles
+the order of rows: users sort their files so that row i of A is comparable to row i of B."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from asyncpipe.errors import UserError
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which pair indices go where. A pair index i means row i of A together with row i of B."""
+
+    n_pairs: int
+    validation: tuple[int, ...]
+    batches: tuple[tuple[int, ...], ...]
+    #: (epoch, batch index) for each describe step, in order; 1-based epochs
+    steps: tuple[tuple[int, int], ...]
+
+    @property
+    def shown(self) -> frozenset[int]:
+        """Pairs the describer sees at some step."""
+        return frozenset(i for _, b in self.steps for i in self.batches[b])
+
+
+def make_plan(
+    n_pairs: int,
+    *,
+    batch_size: int,
+    epochs: int,
+    validation_fraction: float,
+    validation_max: int,
+    seed: int,
+    max_steps: int | None = None,
+) -> Plan:
+    if batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise UserError("--validation-fraction must be in [0, 1)")
+    n_val = min(validation_max, round(validation_fraction * n_pairs))
+    # the describer needs at least one pair to look at
+    n_val = max(0, min(n_val, n_pairs - 1))
+    # A seeded sample spread over the whole file (not the tail, which may be sorted differently).
+    validation = tuple(sorted(random.Random(seed).sample(range(n_pairs), n_val)))
+    held = set(validation)
+    train = [i for i in range(n_pairs) if i not in held]
+    batches = tuple(tuple(train[i : i + batch_size]) for i in range(0, len(train), batch_size))
+    steps = tuple((epoch, b) for epoch in range(1, epochs + 1) for b in range(len(batches)))
+    if max_steps is not None:
+        if max_steps < 1:
+            raise UserError("--max-steps must be at least 1")
+        steps = steps[:max_steps]
+    return Plan(n_pairs, validation, batches, steps)

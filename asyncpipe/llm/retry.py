@@ -1,0 +1,63 @@
+"""The retry policy: one owner for retrying, built on tenacity.
+
+What is retried is decided by the error type (:class:`~asyncpipe.errors.RetryableAPIError`); fatal
+errors propagate at once. The wait honours the server's hint when it gave one (``retry-after``), else
+exponential backoff with full jitter, capped. Attempts are bounded. Nothing below this layer retries:
+any SDK used elsewhere runs with ``max_retries=0``, since stacked retries multiply waits.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from asyncpipe.errors import RetryableAPIError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def wait_seconds(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hint = getattr(exc, "retry_after", None)
+        if hint is not None:
+            # the server knows best; a little jitter so that waiters do not return together
+            return min(self.max_delay, hint + random.uniform(0, 0.1 * hint + 0.01))
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (state.attempt_number - 1))
+        return random.uniform(0.5 * ceiling, ceiling)
+
+    async def run(
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        on_retry: Callable[[RetryableAPIError], None] | None = None,
+    ) -> T:
+        """Run ``call`` until it succeeds, raises a non-retryable error, or the attempts run out (the
+        last RetryableAPIError is re-raised)."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            if on_retry is not None and state.outcome is not None:
+                exc = state.outcome.exception()
+                if isinstance(exc, RetryableAPIError):
+                    on_retry(exc)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(RetryableAPIError),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self.wait_seconds,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        async def once() -> T:  # tenacity awaits only what is itself a coroutine function
+            return await call()
+
+        return await retrying(once)

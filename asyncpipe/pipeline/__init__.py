@@ -1,0 +1,1 @@
+"""The loop: describe serially, classify fanned out, select, classify everything, write the outputs."""

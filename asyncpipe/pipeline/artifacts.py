@@ -1,0 +1,99 @@
+"""Assemble the output records: step metrics rows, the predictions frame, the classifier file.
+
+Column contracts (tests and the report read these):
+
+- ``metrics.parquet``: ``phase`` ("step" | "final"), ``step``, ``epoch`` (null for final), ``split``
+  ("train" | "validation" | "rest" | "all"), ``correction`` ("raw" | "corrected"), then the counts and
+  statistics of :func:`asyncpipe.metrics.summarize` (``n``, ``tp`` … ``accuracy``, ``mean_confidence``,
+  ``n_unscored``, Wilson interval, p-value, AUC, log loss, Brier, ECE).
+- ``predictions.parquet``: ``label``, ``row``, ``split``, ``text``, ``p_a`` (raw), ``p_a_corrected``,
+  ``predicted`` (from the corrected probability), ``predicted_raw``, ``error``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from asyncpipe import __version__
+from asyncpipe.metrics import apply_bias_offset, summarize
+
+SUMMARY_INT = ("n", "n_scored", "n_unscored", "tp", "fp", "tn", "fn")
+SUMMARY_FLOAT = (
+    "accuracy", "balanced_accuracy", "accuracy_low", "accuracy_high", "p_value", "mean_confidence",
+    "log_loss", "brier", "ece", "auc",
+)
+METRICS_SCHEMA: dict[str, Any] = {
+    "phase": pl.Utf8, "step": pl.Int64, "epoch": pl.Int64, "split": pl.Utf8, "correction": pl.Utf8,
+    **{k: pl.Int64 for k in SUMMARY_INT}, **{k: pl.Float64 for k in SUMMARY_FLOAT},
+}
+CLASSIFIER_FORMAT = 1
+
+
+def preds_frame(labels: list[str], p_a: list[float | None]) -> pl.DataFrame:
+    return pl.DataFrame({"label": labels, "p_a": p_a}, schema={"label": pl.Utf8, "p_a": pl.Float64})
+
+
+def metrics_row(phase: str, step: int, epoch: int | None, split: str, correction: str, summary: dict) -> dict:
+    return {"phase": phase, "step": step, "epoch": epoch, "split": split, "correction": correction,
+            **{k: summary.get(k) for k in (*SUMMARY_INT, *SUMMARY_FLOAT)}}
+
+
+def metrics_frame(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=METRICS_SCHEMA)
+
+
+def predictions_with_correction(frame: pl.DataFrame, offset: float) -> pl.DataFrame:
+    """Add ``p_a_corrected`` and the predicted labels; ``p_a`` stays the raw probability."""
+    def decide(column: str) -> pl.Expr:
+        return pl.when(pl.col(column).is_null()).then(None).when(pl.col(column) >= 0.5).then(pl.lit("A")).otherwise(pl.lit("B"))
+
+    return frame.with_columns(apply_bias_offset(pl.col("p_a"), offset).alias("p_a_corrected")).with_columns(
+        decide("p_a_corrected").alias("predicted"), decide("p_a").alias("predicted_raw")
+    ).select("label", "row", "split", "text", "p_a", "p_a_corrected", "predicted", "predicted_raw", "error")
+
+
+def final_summaries(predictions: pl.DataFrame) -> dict[str, dict[str, dict]]:
+    """{correction: {split: summary}} over every split present and over all rows."""
+    out: dict[str, dict[str, dict]] = {}
+    for correction, column in (("raw", "p_a"), ("corrected", "p_a_corrected")):
+        per_split = {}
+        for split in ("train", "validation", "rest"):
+            part = predictions.filter(pl.col("split") == split)
+            if part.height:
+                per_split[split] = summarize(part, p_column=column)
+        per_split["all"] = summarize(predictions, p_column=column)
+        out[correction] = per_split
+    return out
+
+
+def classifier_document(
+    *,
+    model: str,
+    base_url: str | None,
+    messages: list[dict],
+    swapped_messages: list[dict] | None,
+    description: str,
+    layout: dict,
+    labels: dict,
+    selected: dict,
+    bias_offset: float,
+    bias_fitted_on: str,
+) -> dict:
+    """What classify.yaml holds: enough to classify new rows with no other file."""
+    return {
+        "asyncpipe_classifier": CLASSIFIER_FORMAT,
+        "asyncpipe_version": __version__,
+        "model": model,
+        "base_url": base_url,
+        "placeholder": "{row}",
+        "messages": messages,
+        "swapped_messages": swapped_messages,
+        "description": description,
+        "row_layout": layout,
+        "labels": labels,
+        "selected": selected,
+        "bias_offset": bias_offset,
+        "bias_offset_fitted_on": bias_fitted_on,
+    }

@@ -1,0 +1,91 @@
+"""Classify many rows concurrently with bounded memory.
+
+A fixed set of workers pulls row indices from one shared iterator: there is no task, coroutine or
+message list per row up front, so memory does not grow with the number of rows. How many requests are
+really in flight is decided by the client's adaptive limiter; the worker count is only its ceiling.
+Results land in preallocated arrays by row index, so the order in which answers return does not matter.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from asyncpipe.errors import FatalAPIError
+from asyncpipe.llm.base import Message
+from asyncpipe.llm.client import LLMClient
+from asyncpipe.prompts.build import with_row
+
+# When this many rows in a row have all failed after their retries, the endpoint is not going to
+# answer: stop with one clear message instead of spending on every remaining row.
+FAILURE_STREAK = 25
+
+
+@dataclass
+class Scores:
+    """p(A) per row (NaN = unscored) and the reason for each unscored row."""
+
+    p_a: array
+    errors: dict[int, str] = field(default_factory=dict)
+
+    def value(self, i: int) -> float | None:
+        v = self.p_a[i]
+        return None if math.isnan(v) else v
+
+    def values(self) -> list[float | None]:
+        return [None if math.isnan(v) else v for v in self.p_a]
+
+
+def _combine(p: float | None, p_swapped: float | None) -> float | None:
+    """Average a row's p(A) with 1 - p(A) from the prompt whose roles were swapped."""
+    if p is None or p_swapped is None:
+        return p if p_swapped is None else 1.0 - p_swapped
+    return (p + (1.0 - p_swapped)) / 2.0
+
+
+async def classify_rows(
+    client: LLMClient,
+    messages: list[Message],
+    texts: Sequence[str],
+    *,
+    workers: int,
+    swapped_messages: list[Message] | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> Scores:
+    n = len(texts)
+    scores = Scores(array("d", [math.nan]) * n)
+    indices = iter(range(n))
+    streak = 0
+
+    async def score(i: int) -> None:
+        nonlocal streak
+        result = await client.score_labels(with_row(messages, texts[i]))
+        p, error = result.p_a, result.error
+        if swapped_messages is not None:
+            other = await client.score_labels(with_row(swapped_messages, texts[i]))
+            p = _combine(p, other.p_a)
+            error = None if p is not None else f"{error}; swapped prompt: {other.error}"
+        if p is None:
+            scores.errors[i] = error or "unscored"
+            client.stats.unscored += 1
+            streak = streak + 1 if error and error.startswith("gave up") else 0
+            if streak >= FAILURE_STREAK:
+                raise FatalAPIError(f"{streak} rows in a row failed after all retries; last error: {error}")
+        else:
+            scores.p_a[i] = p
+            streak = 0
+        if on_done is not None:
+            on_done(1)
+
+    async def worker() -> None:
+        for i in indices:  # one shared iterator: each index is taken by exactly one worker
+            await score(i)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(max(1, min(workers, n))):
+            group.start_soon(worker)
+    return scores

@@ -1,0 +1,379 @@
+"""``asyncpipe compare``: describe → classify → refine, then save the best classifier and classify
+every row with it.
+
+Each step shows the describer one aligned batch from A and from B (and, from the second step on, the
+earlier descriptions with their metrics and rows the last classifier got wrong), then classifies the
+batch's rows and the held-out validation rows with the new description, each row alone in a fresh
+context. Validation rows are never shown to the describer. The step with the best validation log loss
+wins. Every answer is cached as it arrives, so an interrupted run resumes for free.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from asyncpipe import __version__
+from asyncpipe.config import RunConfig, model_facts
+from asyncpipe.data.pairing import Plan, make_plan
+from asyncpipe.errors import FatalAPIError, UserError
+from asyncpipe.llm.cache import ResponseCache
+from asyncpipe.llm.client import LLMClient
+from asyncpipe.llm.limiter import AdaptiveLimiter
+from asyncpipe.llm.registry import make_provider
+from asyncpipe.llm.retry import RetryPolicy
+from asyncpipe.llm.stats import RunStats
+from asyncpipe.metrics import fit_bias_offset, summarize
+from asyncpipe.pipeline import artifacts
+from asyncpipe.pipeline.classify import Scores, classify_rows
+from asyncpipe.pipeline.inputs import Side, load_sides
+from asyncpipe.pipeline.outputs import (
+    prepare_output_dir,
+    run_fingerprint,
+    write_json_atomic,
+    write_parquet_atomic,
+    write_text_atomic,
+    write_yaml_atomic,
+)
+from asyncpipe.pipeline.progress import Reporter
+from asyncpipe.prompts.build import (
+    HistoryEntry,
+    WrongRow,
+    classify_messages,
+    describe_messages,
+    swap_dataset_names,
+)
+from asyncpipe.report import render_report
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: int
+    epoch: int
+    description: str
+    pairs: tuple[int, ...]
+    train: dict
+    validation: dict | None
+    wrong: tuple[WrongRow, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    out_dir: Path
+    status: str
+    selected: StepResult | None
+    final: dict | None
+    index_html: Path | None
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"asyncpipe": __version__}
+    for name in ("polars", "aiohttp", "anyio", "tenacity", "plotly", "rich", "pyyaml", "openai", "llama-cpp-python"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class Run:
+    """One comparison in one output directory."""
+
+    def __init__(self, cfg: RunConfig, reporter: Reporter, stats: RunStats, api_key: str | None) -> None:
+        self.cfg = cfg
+        self.reporter = reporter
+        self.stats = stats
+        self.out = cfg.output
+        self.api_key = api_key
+        self.steps: list[StepResult] = []
+        self.metric_rows: list[dict] = []
+        self.started = time.time()
+        self.run_info: dict = {}
+
+    # -- setup ------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        cfg = self.cfg
+        self.side_a, self.side_b, self.layout = load_sides(
+            cfg.file_a, cfg.file_b, text_column=cfg.text_column, columns=list(cfg.columns) if cfg.columns else None,
+            with_question=cfg.with_question, max_row_chars=cfg.max_row_chars, max_rows=cfg.max_rows,
+        )
+        n_a, n_b = len(self.side_a.texts), len(self.side_b.texts)
+        self.n_pairs = min(n_a, n_b)
+        self.plan: Plan = make_plan(
+            self.n_pairs, batch_size=cfg.batch_size, epochs=cfg.epochs, validation_fraction=cfg.validation_fraction,
+            validation_max=cfg.validation_max, seed=cfg.seed, max_steps=cfg.max_steps,
+        )
+        self.validation = self.plan.validation
+        providers = self._make_providers()
+        self.fingerprint = run_fingerprint(cfg.fingerprint_dict(), [cfg.file_a, cfg.file_b])
+        # only now, with every input checked, does anything get written
+        prepare_output_dir(self.out, self.fingerprint, force=cfg.force, resume=cfg.resume)
+        self._make_clients(providers)
+        if n_a != n_b:
+            self.reporter.log(
+                f"note: A has {n_a} rows and B has {n_b}; pairing the first {self.n_pairs}. "
+                "The final classification still covers every row of both files."
+            )
+        cut = self.side_a.n_cut + self.side_b.n_cut
+        if cut:
+            self.reporter.log(f"note: {cut} row(s) longer than {cfg.max_row_chars} characters were cut (marked in the text)")
+
+    def _make_providers(self) -> dict:
+        cfg = self.cfg
+        providers = {}
+        for role, model in (("classify", cfg.classify_model), ("describe", cfg.describe_model)):
+            if model not in providers:
+                providers[model] = make_provider(
+                    model, base_url=cfg.base_url, api_key=self.api_key, timeout=cfg.timeout,
+                    connections=cfg.concurrency, role=role,
+                )
+        return providers
+
+    def _make_clients(self, providers: dict) -> None:
+        cfg = self.cfg
+        self.cache = ResponseCache(cfg.cache_path or cfg.output / "cache.sqlite")
+        policy = RetryPolicy(cfg.max_attempts, float(cfg.extra.get("retry_base_delay", 1.0)), float(cfg.extra.get("retry_max_delay", 60.0)))
+        clients = {}
+        for model, provider in providers.items():
+            maximum = min(cfg.concurrency, provider.max_concurrency)
+            limiter = AdaptiveLimiter(maximum, initial=min(maximum, 16), rpm=cfg.rpm, tpm=cfg.tpm)
+            clients[model] = LLMClient(provider, cache=self.cache, policy=policy, limiter=limiter, stats=self.stats)
+        self.classifier = clients[cfg.classify_model]
+        self.describer = clients[cfg.describe_model]
+        self._clients = list(clients.values())
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+        if self.cache is not None:
+            self.cache.close()
+
+    # -- the loop ---------------------------------------------------------------------------------
+    async def run(self) -> Outcome:
+        self.write_run_json("running")
+        for number, (epoch, batch_index) in enumerate(self.plan.steps, start=1):
+            result = await self.step(number, epoch, self.plan.batches[batch_index])
+            self.steps.append(result)
+            self.write_progress()
+        selected, reason = self.select()
+        return await self.finish(selected, reason)
+
+    def history(self) -> list[HistoryEntry]:
+        if not self.steps:
+            return []
+        best, _ = self.select()
+        keep = self.steps[-self.cfg.history_size :] if self.cfg.history_size > 0 else []
+        if best not in keep:
+            keep = [best, *keep]
+        return [HistoryEntry(s.step, s.description, s.train, s.validation, best=s is best) for s in keep]
+
+    async def step(self, number: int, epoch: int, pairs: tuple[int, ...]) -> StepResult:
+        cfg = self.cfg
+        total = len(self.plan.steps)
+        self.reporter.log(f"step {number}/{total}: describing {len(pairs)} rows of A and of B")
+        messages = describe_messages(
+            cfg.templates,
+            examples_a=[self.side_a.texts[i] for i in pairs],
+            examples_b=[self.side_b.texts[i] for i in pairs],
+            extra_prompt=cfg.extra_prompt,
+            history=self.history(),
+            wrong=list(self.steps[-1].wrong) if self.steps else [],
+        )
+        generation = await self.describer.generate(
+            messages, max_tokens=cfg.describe_max_tokens, temperature=cfg.describe_temperature, seed=cfg.seed + number
+        )
+        description = generation.text
+        train_rows = [("A", i) for i in pairs] + [("B", i) for i in pairs]
+        val_rows = [("A", i) for i in self.validation] + [("B", i) for i in self.validation]
+        rows = train_rows + val_rows
+        scores = await self.classify(description, rows, f"step {number}/{total}: classifying")
+        p = scores.values()
+        train_p, val_p = p[: len(train_rows)], p[len(train_rows) :]
+        train = summarize(artifacts.preds_frame([r[0] for r in train_rows], train_p))
+        validation = summarize(artifacts.preds_frame([r[0] for r in val_rows], val_p)) if val_rows else None
+        self.metric_rows.append(artifacts.metrics_row("step", number, epoch, "train", "raw", train))
+        if validation is not None:
+            self.metric_rows.append(artifacts.metrics_row("step", number, epoch, "validation", "raw", validation))
+        wrong = self.wrong_rows(train_rows, train_p)
+        self.reporter.log(
+            f"step {number}/{total}: accuracy {_fmt(train['accuracy'])} on its batch"
+            + (f", {_fmt(validation['accuracy'])} held out" if validation else "")
+        )
+        return StepResult(number, epoch, description, tuple(pairs), train, validation, tuple(wrong))
+
+    def wrong_rows(self, rows: list[tuple[str, int]], p: list[float | None]) -> list[WrongRow]:
+        """The most confidently wrong training rows, alternating A and B (never validation rows)."""
+        wrong = {"A": [], "B": []}
+        for (label, i), value in zip(rows, p, strict=True):
+            if value is None or (value >= 0.5) == (label == "A"):
+                continue
+            side = self.side_a if label == "A" else self.side_b
+            wrong[label].append(WrongRow(label, value, side.texts[i]))
+        for label in wrong:
+            wrong[label].sort(key=lambda w: abs(w.p_a - 0.5), reverse=True)
+        merged = [w for pair in zip(wrong["A"], wrong["B"], strict=False) for w in pair]
+        longer = wrong["A"] if len(wrong["A"]) > len(wrong["B"]) else wrong["B"]
+        merged += longer[len(merged) // 2 :]
+        return merged[: self.cfg.wrong_examples]
+
+    async def classify(self, description: str, rows: list[tuple[str, int]], phase: str) -> Scores:
+        messages = classify_messages(self.cfg.templates, description)
+        swapped = classify_messages(self.cfg.templates, swap_dataset_names(description)) if self.cfg.swap_labels else None
+        texts = [(self.side_a if label == "A" else self.side_b).texts[i] for label, i in rows]
+        self.reporter.phase(phase, len(texts))
+        try:
+            return await classify_rows(
+                self.classifier, messages, texts, workers=self.classifier.limiter.maximum,
+                swapped_messages=swapped, on_done=self.reporter.advance,
+            )
+        finally:
+            self.reporter.end_phase()
+
+    def select(self) -> tuple[StepResult, str]:
+        """Best validation log loss (ties go to the later step); without validation rows, best
+        log loss on the step's own batch."""
+        split = "validation" if self.validation else "train"
+        best, best_loss = None, None
+        for result in self.steps:
+            summary = result.validation if split == "validation" else result.train
+            loss = summary.get("log_loss") if summary else None
+            if loss is None:
+                continue
+            if best_loss is None or loss <= best_loss:
+                best, best_loss = result, loss
+        if best is None:
+            return self.steps[-1], "no step had scored rows; the last step is kept"
+        where = "held-out validation rows" if split == "validation" else "its own batch (no validation rows were set aside)"
+        return best, f"lowest log loss on {where}: {best_loss:.4f} (ties go to the later step)"
+
+    # -- the end ----------------------------------------------------------------------------------
+    async def finish(self, selected: StepResult, reason: str) -> Outcome:
+        cfg = self.cfg
+        self.reporter.log(f"selected step {selected.step}: {reason}")
+        all_rows = [("A", i) for i in range(len(self.side_a.texts))] + [("B", i) for i in range(len(self.side_b.texts))]
+        scores = await self.classify(selected.description, all_rows, "final classification of every row")
+        shown = self.plan.shown
+        held = set(self.validation)
+
+        def split_of(i: int) -> str:
+            if i < self.n_pairs and i in held:
+                return "validation"
+            return "train" if i in shown else "rest"
+
+        p = scores.values()
+        frame = pl.DataFrame(
+            {
+                "label": [label for label, _ in all_rows],
+                "row": [i for _, i in all_rows],
+                "split": [split_of(i) for _, i in all_rows],
+                "text": [(self.side_a if label == "A" else self.side_b).texts[i] for label, i in all_rows],
+                "p_a": p,
+                "error": [scores.errors.get(k) for k in range(len(all_rows))],
+            },
+            schema={"label": pl.Utf8, "row": pl.Int64, "split": pl.Utf8, "text": pl.Utf8, "p_a": pl.Float64, "error": pl.Utf8},
+        )
+        fit_on = "validation" if held else "train"
+        offset = fit_bias_offset(frame.filter(pl.col("split") == fit_on))
+        predictions = artifacts.predictions_with_correction(frame, offset)
+        final = artifacts.final_summaries(predictions)
+        for correction, per_split in final.items():
+            for split, summary in per_split.items():
+                self.metric_rows.append(artifacts.metrics_row("final", selected.step, None, split, correction, summary))
+        messages = classify_messages(cfg.templates, selected.description)
+        swapped = classify_messages(cfg.templates, swap_dataset_names(selected.description)) if cfg.swap_labels else None
+        document = artifacts.classifier_document(
+            model=cfg.classify_model, base_url=cfg.base_url, messages=messages, swapped_messages=swapped,
+            description=selected.description, layout=self.layout.to_dict(), labels=self.labels(),
+            selected={"step": selected.step, "epoch": selected.epoch, "reason": reason,
+                      "metrics": {"train": selected.train, "validation": selected.validation}},
+            bias_offset=offset, bias_fitted_on=fit_on,
+        )
+        write_parquet_atomic(self.out / "predictions.parquet", predictions)
+        write_yaml_atomic(self.out / "classify.yaml", document)
+        self.run_info.update(selected_step=selected.step, selection_reason=reason, bias_offset=offset, final=final)
+        self.write_progress(status="complete")
+        return Outcome(self.out, "complete", selected, final, self.out / "index.html")
+
+    # -- writing ----------------------------------------------------------------------------------
+    def labels(self) -> dict:
+        return {"A": self.side_a.to_dict(), "B": self.side_b.to_dict()}
+
+    def write_run_json(self, status: str, message: str | None = None) -> None:
+        cfg = self.cfg
+        price = model_facts(cfg.classify_model).price
+        finished = status != "running"
+        info = {
+            "status": status,
+            "message": message,
+            "version": __version__,
+            "fingerprint": self.fingerprint,
+            "started_at": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds") if finished else None,
+            "wall_seconds": round(time.time() - self.started, 3),
+            "labels": self.labels(),
+            "models": {"describe": cfg.describe_model, "classify": cfg.classify_model},
+            "config": cfg.public_dict(),
+            "plan": {"pairs": self.n_pairs, "validation_pairs": len(self.validation), "steps": len(self.plan.steps),
+                     "steps_done": len(self.steps), "rows_cut": self.side_a.n_cut + self.side_b.n_cut},
+            "stats": {**self.stats.to_dict(), "estimated_cost_usd": self.stats.cost(price)},
+            "packages": package_versions(),
+            "selected_step": None, "selection_reason": None, "bias_offset": None, "final": None,
+            **self.run_info,
+        }
+        write_json_atomic(self.out / "run.json", info)
+
+    def write_progress(self, status: str = "running", message: str | None = None) -> None:
+        lines = [
+            {"step": s.step, "epoch": s.epoch, "description": s.description, "pairs": list(s.pairs),
+             "metrics": {"train": s.train, "validation": s.validation}}
+            for s in self.steps
+        ]
+        write_text_atomic(self.out / "steps.jsonl", "".join(_json_line(line) for line in lines))
+        write_parquet_atomic(self.out / "metrics.parquet", artifacts.metrics_frame(self.metric_rows))
+        self.write_run_json(status, message)
+        render_report(self.out)
+
+
+def _json_line(value: dict) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+async def compare(cfg: RunConfig, reporter: Reporter, *, api_key: str | None = None) -> Outcome:
+    """Run a whole comparison. Bad input raises UserError before anything is written."""
+    stats = reporter.stats
+    run = Run(cfg, reporter, stats, api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"))
+    run.prepare()
+    try:
+        return await run.run()
+    except (FatalAPIError, UserError) as exc:
+        run.write_progress(status="failed", message=str(exc))
+        raise
+    except BaseException:
+        # Ctrl-C or cancellation: what is finished is in the cache; say how far the run got.
+        run.write_progress(status="interrupted", message="interrupted; run the same command again to continue")
+        raise
+    finally:
+        await _close_quietly(run)
+
+
+async def _close_quietly(run: Run) -> None:
+    import anyio
+
+    with anyio.CancelScope(shield=True):
+        await run.close()
+
+
+__all__ = ["compare", "Outcome", "UserError"]

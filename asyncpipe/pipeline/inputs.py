@@ -1,0 +1,67 @@
+"""Load both files, choose what a row is, and render every row once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from asyncpipe.data.load import choose_text_column, read_table
+from asyncpipe.data.render import RowLayout, make_layout, render_rows
+
+
+@dataclass(frozen=True)
+class Side:
+    """One input file, rendered: ``texts[i]`` is row i as a model sees it."""
+
+    label: str
+    name: str
+    path: Path
+    texts: list[str]
+    n_cut: int
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "rows": len(self.texts)}
+
+
+def side_names(path_a: Path, path_b: Path) -> tuple[str, str]:
+    """Readable names for the two files: the file stem, with the parent folder when stems collide."""
+    a, b = path_a.stem, path_b.stem
+    if a == b:
+        a, b = f"{path_a.parent.name}/{a}", f"{path_b.parent.name}/{b}"
+    if a == b:
+        a, b = str(path_a), str(path_b)
+    return a, b
+
+
+def load_sides(
+    path_a: Path,
+    path_b: Path,
+    *,
+    text_column: str | None,
+    columns: list[str] | None,
+    with_question: bool,
+    max_row_chars: int,
+    max_rows: int | None,
+) -> tuple[Side, Side, RowLayout]:
+    name_a, name_b = side_names(path_a, path_b)
+    frame_a, frame_b = read_table(path_a), read_table(path_b)
+    if max_rows is not None:
+        frame_a, frame_b = frame_a.head(max_rows), frame_b.head(max_rows)
+    column = choose_text_column(frame_a, frame_b, text_column, (str(path_a), str(path_b)))
+    layout = make_layout(frame_a, frame_b, text_column=column, columns=columns, with_question=with_question, max_chars=max_row_chars)
+    return (
+        _side("A", name_a, path_a, frame_a, layout),
+        _side("B", name_b, path_b, frame_b, layout),
+        layout,
+    )
+
+
+def load_side(label: str, name: str, path: Path, layout: RowLayout) -> Side:
+    return _side(label, name, path, read_table(path), layout)
+
+
+def _side(label: str, name: str, path: Path, frame: pl.DataFrame, layout: RowLayout) -> Side:
+    texts, n_cut = render_rows(frame, layout, str(path))
+    return Side(label, name, path, texts, n_cut)

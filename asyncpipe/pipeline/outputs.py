@@ -1,0 +1,105 @@
+"""The output directory: atomic writes, and the identity of the run that owns it.
+
+Every file is written to a temporary name in the same directory and renamed into place, so no reader
+(and no crash) ever sees half a ``classify.yaml``. ``run.json`` carries a fingerprint of the inputs and
+of every setting that decides the results; a directory holding a different run is refused unless the
+user says ``--resume`` (continue anyway) or ``--force`` (start over).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from asyncpipe.errors import UserError
+
+ARTIFACTS = (
+    "classify.yaml", "predictions.parquet", "metrics.parquet", "steps.jsonl", "run.json",
+    "index.html", "accuracy.html", "confidence.html",
+)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_yaml_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100))
+
+
+def write_parquet_atomic(path: Path, frame: pl.DataFrame) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        # statistics off and a fixed compression: identical frames give identical bytes
+        frame.write_parquet(tmp, compression="zstd", statistics=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_fingerprint(settings: dict[str, Any], inputs: list[Path]) -> str:
+    blob = json.dumps({"settings": settings, "inputs": [file_digest(p) for p in inputs]}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prepare_output_dir(out: Path, fingerprint: str, *, force: bool, resume: bool) -> None:
+    """Create ``out`` (or check it), and refuse to mix two different runs in one directory."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".asyncpipe-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--output {out}: cannot write there ({exc.strerror})") from None
+    previous = out / "run.json"
+    if not previous.exists():
+        return
+    try:
+        earlier = json.loads(previous.read_text(encoding="utf-8")).get("fingerprint")
+    except (ValueError, OSError, AttributeError):
+        earlier = None
+    if earlier == fingerprint or resume:
+        return
+    if not force:
+        raise UserError(
+            f"--output {out}: holds a different earlier run; pass --resume to continue it with these "
+            "settings, --force to replace it, or choose another --output"
+        )
+    for name in ARTIFACTS:
+        (out / name).unlink(missing_ok=True)

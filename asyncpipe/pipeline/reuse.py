@@ -1,0 +1,121 @@
+"""``asyncpipe classify``: apply a saved ``classify.yaml`` to new rows.
+
+With one file it writes p(A) per row; with two it treats the first as A and the second as B and also
+writes metrics. The saved bias offset is applied (``p_a_corrected``); ``p_a`` stays raw.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from asyncpipe import __version__
+from asyncpipe.config import read_yaml
+from asyncpipe.data.render import RowLayout
+from asyncpipe.errors import UserError
+from asyncpipe.llm.cache import ResponseCache
+from asyncpipe.llm.client import LLMClient
+from asyncpipe.llm.limiter import AdaptiveLimiter
+from asyncpipe.llm.registry import make_provider
+from asyncpipe.llm.retry import RetryPolicy
+from asyncpipe.pipeline import artifacts
+from asyncpipe.pipeline.classify import classify_rows
+from asyncpipe.pipeline.inputs import load_side, side_names
+from asyncpipe.pipeline.outputs import (
+    prepare_output_dir,
+    run_fingerprint,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+from asyncpipe.pipeline.progress import Reporter
+
+
+def load_classifier(path: Path) -> dict[str, Any]:
+    """Read and check a classify.yaml (safe loader only)."""
+    document = read_yaml(path, "classifier")
+    fmt = document.get("asyncpipe_classifier")
+    if fmt is None:
+        raise UserError(f"{path}: not an asyncpipe classifier (no 'asyncpipe_classifier' key); use the classify.yaml a compare run wrote")
+    if fmt != artifacts.CLASSIFIER_FORMAT:
+        raise UserError(f"{path}: classifier format {fmt!r} is not supported by asyncpipe {__version__} (expects {artifacts.CLASSIFIER_FORMAT})")
+    messages = document.get("messages")
+    valid = (
+        isinstance(messages, list) and messages
+        and all(isinstance(m, dict) and isinstance(m.get("content"), str) and isinstance(m.get("role"), str) for m in messages)
+        and document.get("placeholder", "{row}") in messages[-1]["content"]
+        and isinstance(document.get("row_layout"), dict) and isinstance(document.get("model"), str)
+    )
+    if not valid:
+        raise UserError(f"{path}: damaged classifier: needs messages with a {{row}} placeholder, a model and a row_layout")
+    return document
+
+
+async def classify_saved(args, reporter: Reporter) -> Path:
+    document = load_classifier(args.classifier)
+    try:
+        layout = RowLayout.from_dict(document["row_layout"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{args.classifier}: damaged row_layout") from None
+    files = [args.file] + ([args.file2] if args.file2 else [])
+    names = side_names(*files) if len(files) == 2 else (args.file.stem,)
+    sides = [load_side(label, name, path, layout) for label, name, path in zip("AB", names, files, strict=False)]
+    if args.max_rows:
+        sides = [type(s)(s.label, s.name, s.path, s.texts[: args.max_rows], s.n_cut) for s in sides]
+    model = args.model or document["model"]
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or document.get("base_url")
+    provider = make_provider(
+        model, base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY"), timeout=args.timeout or 60.0,
+        connections=args.concurrency or 64, role="classify",
+    )
+    fingerprint = run_fingerprint({"classifier": document, "model": model}, files)
+    prepare_output_dir(args.output, fingerprint, force=True, resume=False)
+    cache = ResponseCache(args.cache or args.output / "cache.sqlite")
+    maximum = min(args.concurrency or 64, provider.max_concurrency)
+    client = LLMClient(
+        provider, cache=cache, policy=RetryPolicy(args.max_attempts or 5),
+        limiter=AdaptiveLimiter(maximum, rpm=args.rpm, tpm=args.tpm), stats=reporter.stats,
+    )
+    started = time.time()
+    texts = [t for side in sides for t in side.texts]
+    reporter.phase("classifying", len(texts))
+    try:
+        scores = await classify_rows(
+            client, document["messages"], texts, workers=maximum,
+            swapped_messages=document.get("swapped_messages"), on_done=reporter.advance,
+        )
+    finally:
+        reporter.end_phase()
+        await client.aclose()
+        cache.close()
+    labels = [side.label for side in sides for _ in side.texts]
+    frame = pl.DataFrame(
+        {
+            "label": labels if len(sides) == 2 else [None] * len(texts),
+            "row": [i for side in sides for i in range(len(side.texts))],
+            "split": ["new"] * len(texts),
+            "text": texts,
+            "p_a": scores.values(),
+            "error": [scores.errors.get(k) for k in range(len(texts))],
+        },
+        schema={"label": pl.Utf8, "row": pl.Int64, "split": pl.Utf8, "text": pl.Utf8, "p_a": pl.Float64, "error": pl.Utf8},
+    )
+    predictions = artifacts.predictions_with_correction(frame, float(document.get("bias_offset") or 0.0))
+    write_parquet_atomic(args.output / "predictions.parquet", predictions)
+    info: dict[str, Any] = {
+        "status": "complete", "version": __version__, "fingerprint": fingerprint, "command": "classify",
+        "classifier": str(args.classifier), "model": model, "inputs": [str(f) for f in files],
+        "labels": document.get("labels"), "stats": reporter.stats.to_dict(), "wall_seconds": round(time.time() - started, 3),
+    }
+    if len(sides) == 2:
+        final = artifacts.final_summaries(predictions.with_columns(pl.lit("rest").alias("split")))
+        rows = [artifacts.metrics_row("final", 0, None, split, corr, s) for corr, per in final.items() for split, s in per.items() if split == "all"]
+        write_parquet_atomic(args.output / "metrics.parquet", artifacts.metrics_frame(rows))
+        info["final"] = {corr: per["all"] for corr, per in final.items()}
+        s = info["final"]["corrected"]
+        reporter.log(f"accuracy {s['accuracy']!s} on {s['n_scored']} scored rows ({s['n_unscored']} unscored)")
+    write_json_atomic(args.output / "run.json", info)
+    return args.output / "predictions.parquet"

@@ -1,0 +1,34 @@
+"""The short summary printed at the end of a run."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from asyncpipe.pipeline.compare import Outcome
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def print_summary(outcome: Outcome, console: Console) -> None:
+    final = outcome.final or {}
+    table = Table(title="asyncpipe: how well the description separates A from B", title_justify="left")
+    for column in ("split", "rows", "accuracy (95% CI)", "p vs chance", "corrected acc.", "unscored"):
+        table.add_column(column)
+    raw, corrected = final.get("raw", {}), final.get("corrected", {})
+    for split in ("validation", "train", "rest", "all"):
+        s = raw.get(split)
+        if not s:
+            continue
+        c = corrected.get(split, {})
+        ci = f"{_pct(s['accuracy'])} ({_pct(s['accuracy_low'])}–{_pct(s['accuracy_high'])})"
+        p = "n/a" if s["p_value"] is None else f"{s['p_value']:.2g}"
+        table.add_row(split, str(s["n"]), ci, p, _pct(c.get("accuracy")), str(s["n_unscored"]))
+    console.print(table)
+    if outcome.selected is not None:
+        text = outcome.selected.description
+        console.print(f"[bold]Selected description (step {outcome.selected.step}):[/bold]", highlight=False)
+        console.print(text if len(text) < 1200 else text[:1200] + " …", markup=False, highlight=False)
+    console.print(f"Report: {outcome.index_html}", markup=False, highlight=False)

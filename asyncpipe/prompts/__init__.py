@@ -1,0 +1,1 @@
+"""Prompt templates from config/, filled in one place."""

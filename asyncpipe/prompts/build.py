@@ -1,0 +1,131 @@
+"""Build the describe and classify messages from the templates in ``config/default.yaml``.
+
+Layout matters for cost and safety: in a classify request everything before the row (instructions and
+description) is byte-identical across the rows of a step, so providers can cache that prefix; the row
+sits inside an ``<example>`` fence and the question comes after it, so text inside a row cannot pass
+for instructions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from asyncpipe.config import Templates
+from asyncpipe.llm.base import Message
+
+ROW_PLACEHOLDER = "{row}"
+_FIELD = re.compile(r"\{([a-z_]+)\}")
+_FENCE_CLOSE = re.compile(r"</(example|dataset_[AB]|description)\s*>", re.IGNORECASE)
+
+
+def fill(template: str, **values: str) -> str:
+    """Replace ``{name}`` for the given names only, in one pass: braces in values or in user templates
+    are left alone, and a value is never re-scanned for fields."""
+    return _FIELD.sub(lambda m: values[m.group(1)] if m.group(1) in values else m.group(0), template)
+
+
+def fence_safe(text: str) -> str:
+    """Neutralise closing tags that would end a fence early (``</example>`` → ``<\\/example>``)."""
+    return _FENCE_CLOSE.sub(lambda m: "<\\/" + m.group(0)[2:], text)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """An earlier description and how a classifier did with it."""
+
+    step: int
+    description: str
+    train: dict
+    validation: dict | None
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class WrongRow:
+    label: str
+    p_a: float
+    text: str
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def _metrics_line(name: str, summary: dict | None) -> str:
+    if not summary or not summary.get("n"):
+        return ""
+    return (
+        f"{name}: accuracy {_pct(summary.get('accuracy'))} on {summary['n_scored']} rows "
+        f"(confusion with A as positive: TP={summary['tp']} FN={summary['fn']} FP={summary['fp']} TN={summary['tn']}), "
+        f"mean confidence {_pct(summary.get('mean_confidence'))}"
+    )
+
+
+def _examples(texts: list[str]) -> str:
+    return "\n".join(f'<example index="{i}">\n{fence_safe(t)}\n</example>' for i, t in enumerate(texts))
+
+
+def describe_messages(
+    templates: Templates,
+    *,
+    examples_a: list[str],
+    examples_b: list[str],
+    extra_prompt: str,
+    history: list[HistoryEntry],
+    wrong: list[WrongRow],
+) -> list[Message]:
+    history_text = ""
+    if history:
+        entries = []
+        for entry in history:
+            lines = [_metrics_line("on the rows it was written from", entry.train),
+                     _metrics_line("on held-out rows", entry.validation)]
+            tag = " (best so far)" if entry.best else ""
+            stats = "; ".join(line for line in lines if line)
+            entries.append(
+                f"<description step=\"{entry.step}\">{tag}\n{fence_safe(entry.description)}\n</description>\n"
+                f"Result: {stats}"
+            )
+        wrong_text = ""
+        if wrong:
+            items = [
+                f'<example true_dataset="{w.label}" classifier_p_A="{w.p_a:.2f}">\n{fence_safe(w.text)}\n</example>'
+                for w in wrong
+            ]
+            wrong_text = "Examples the last classifier got wrong:\n" + "\n".join(items) + "\n"
+        history_text = fill(templates.describe_history, entries="\n\n".join(entries), wrong=wrong_text)
+    user = fill(
+        templates.describe_user,
+        n_a=str(len(examples_a)),
+        n_b=str(len(examples_b)),
+        examples_a=_examples(examples_a),
+        examples_b=_examples(examples_b),
+        extra_prompt=extra_prompt.strip(),
+        history=history_text,
+    )
+    return [
+        {"role": "system", "content": templates.describe_system},
+        {"role": "user", "content": user},
+    ]
+
+
+def classify_messages(templates: Templates, description: str) -> list[Message]:
+    """The classifier prompt with ``{row}`` still in it: this is what classify.yaml stores."""
+    return [
+        {"role": "system", "content": fill(templates.classify_system, description=fence_safe(description.strip()))},
+        {"role": "user", "content": templates.classify_user},
+    ]
+
+
+def with_row(messages: list[Message], row: str) -> list[Message]:
+    """Put one row into the placeholder (only the first occurrence, only in the last message)."""
+    *head, last = messages
+    content = last["content"].replace(ROW_PLACEHOLDER, fence_safe(row), 1)
+    return [*head, {"role": last["role"], "content": content}]
+
+
+def swap_dataset_names(description: str) -> str:
+    """The description with the roles of A and B exchanged, for ``--swap-labels``. The describer is told
+    to say "dataset A" / "dataset B", and exactly those phrases are exchanged."""
+    return re.sub(r"\b([Dd]ataset) ([AB])\b", lambda m: f"{m.group(1)} {'B' if m.group(2) == 'A' else 'A'}", description)

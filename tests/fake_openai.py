@@ -1,0 +1,234 @@
+"""A fake OpenAI-compatible server for tests and benchmarks, speaking the real wire format.
+
+``POST /v1/chat/completions`` answers classification requests (one token, logprobs on) with
+``choices[0].logprobs.content[0].top_logprobs`` and describe requests with a text; ``GET /v1/models``
+lists the model. Errors have the OpenAI shape ``{"error": {"message", "type", "code"}}`` and the real
+headers (``retry-after``, ``retry-after-ms``, ``x-ratelimit-*``). Every request body is recorded, so
+tests can check what the client really sent. Faults can be injected per request.
+
+Run it by hand: ``python -m tests.fake_openai --port 8900``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+ROW = re.compile(r"<example>\n(.*)\n</example>", re.DOTALL)
+FAULTS = (
+    "rate_limit", "quota", "500", "502", "503", "timeout", "reset", "truncated",
+    "null_logprobs", "no_labels", "empty_choices",
+)
+
+
+def row_of(body: dict) -> str:
+    match = ROW.search(body["messages"][-1]["content"])
+    return match.group(1) if match else ""
+
+
+def is_classify(body: dict) -> bool:
+    return bool(body.get("logprobs")) and (body.get("max_tokens") == 1 or body.get("max_completion_tokens") == 1)
+
+
+def keyword_scorer(word_a: str = "apple", word_b: str = "banana") -> Callable[[dict], list[tuple[str, float]]]:
+    """Top logprobs that favour 'A' when the row mentions ``word_a`` and 'B' for ``word_b``; the mass
+    is split between "A" and " A" to exercise the summing of both token forms."""
+
+    def score(body: dict) -> list[tuple[str, float]]:
+        row = row_of(body).lower()
+        p_a = 0.9 if word_a in row else 0.15 if word_b in row else 0.5
+        return top_logprobs_for(p_a)
+
+    return score
+
+
+def top_logprobs_for(p_a: float, split: float = 0.7) -> list[tuple[str, float]]:
+    """Logprobs for which the label masses give exactly ``p_a`` (with 1% left for other tokens)."""
+    mass = 0.99
+    a, b = mass * p_a, mass * (1 - p_a)
+    out = [("A", math.log(a * split)), (" A", math.log(a * (1 - split))), ("B", math.log(b)), ("Sure", math.log(0.01))]
+    return sorted(out, key=lambda t: -t[1])
+
+
+@dataclass
+class FakeOpenAI:
+    scorer: Callable[[dict], list[tuple[str, float]]] = field(default_factory=keyword_scorer)
+    describer: Callable[[dict, int], str] | None = None
+    #: fault(request_number, body) -> a name from FAULTS, or None
+    fault: Callable[[int, dict], str | None] | None = None
+    latency: Callable[[], float] | float = 0.0
+    model: str = "fake-model"
+    #: enforce a requests-per-minute cap with 429 + retry-after (fixed one-second windows)
+    rpm: float | None = None
+    timeout_sleep: float = 30.0
+    record: bool = True
+    requests: list[dict] = field(default_factory=list)
+    count: int = 0
+    answered_429: int = 0
+    _window: tuple[int, int] = (0, 0)
+
+    # -- behaviour ----------------------------------------------------------------------------------
+    def describe_text(self, body: dict, number: int) -> str:
+        if self.describer is not None:
+            return self.describer(body, number)
+        return f"Description {number}: rows of dataset A talk about apples; rows of dataset B talk about bananas."
+
+    def classify_body(self, body: dict, tops: list[tuple[str, float]]) -> dict:
+        token, logprob = tops[0]
+        entry = {
+            "token": token, "logprob": logprob, "bytes": list(token.encode()),
+            "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in tops[: body.get("top_logprobs") or 0]],
+        }
+        prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
+        return self._completion(body, token, {"content": [entry], "refusal": None}, prompt_tokens)
+
+    def _completion(self, body: dict, content: str, logprobs: Any, prompt_tokens: int) -> dict:
+        return {
+            "id": f"chatcmpl-fake{self.count}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", self.model), "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
+                         "logprobs": logprobs, "finish_reason": "length" if logprobs else "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(content) // 4),
+                      "total_tokens": prompt_tokens + max(1, len(content) // 4),
+                      "prompt_tokens_details": {"cached_tokens": 0}},
+        }
+
+    @staticmethod
+    def error(status: int, message: str, kind: str, code: str | None, headers: dict | None = None) -> web.Response:
+        return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status, headers=headers)
+
+    # -- handlers -----------------------------------------------------------------------------------
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.count += 1
+        number = self.count
+        if self.record:
+            self.requests.append(body)
+        delay = self.latency() if callable(self.latency) else self.latency
+        if delay:
+            await asyncio.sleep(delay)
+        if self.rpm is not None:
+            second = int(time.monotonic())
+            start, used = self._window
+            if second != start:
+                start, used = second, 0
+            if used >= self.rpm / 60.0:
+                self.answered_429 += 1
+                return self.error(429, "Rate limit reached for requests. Please try again in 1s.", "requests",
+                                  "rate_limit_exceeded", {"retry-after": "1", "x-ratelimit-reset-requests": "1s"})
+            self._window = (start, used + 1)
+        fault = self.fault(number, body) if self.fault else None
+        if fault:
+            return await self.inject(fault, request, body)
+        if is_classify(body):
+            return web.json_response(self.classify_body(body, self.scorer(body)))
+        describe_number = sum(1 for b in self.requests if not is_classify(b)) if self.record else number
+        text = self.describe_text(body, describe_number)
+        return web.json_response(self._completion(body, text, None, sum(len(m["content"]) for m in body["messages"]) // 4))
+
+    async def inject(self, fault: str, request: web.Request, body: dict) -> web.StreamResponse:
+        if fault == "rate_limit":
+            self.answered_429 += 1
+            return self.error(429, "Rate limit reached for gpt-4o-mini on requests per min (RPM): Limit 500, Used 500, "
+                              "Requested 1. Please try again in 20ms.", "requests", "rate_limit_exceeded",
+                              {"retry-after-ms": "20", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20ms"})
+        if fault == "quota":
+            self.answered_429 += 1
+            return self.error(429, "You exceeded your current quota, please check your plan and billing details.",
+                              "insufficient_quota", "insufficient_quota")
+        if fault in ("500", "502", "503"):
+            return self.error(int(fault), "The server had an error while processing your request.", "server_error", None)
+        if fault == "timeout":
+            await asyncio.sleep(self.timeout_sleep)
+            return web.json_response({})
+        if fault == "reset":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        if fault == "truncated":
+            full = json.dumps(self.classify_body(body, self.scorer(body)))
+            return web.Response(text=full[: len(full) // 2], content_type="application/json")
+        if fault == "null_logprobs":
+            return web.json_response(self._completion(body, "A", None, 10))
+        if fault == "no_labels":
+            return web.json_response(self.classify_body(body, [("Sure", -0.1), ("I", -2.5), ("The", -3.0)]))
+        if fault == "empty_choices":
+            answer = self._completion(body, "A", None, 10)
+            answer["choices"] = []
+            return web.json_response(answer)
+        raise ValueError(f"unknown fault {fault}")
+
+    async def models(self, _request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "fake"}]})
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        return app
+
+    def classify_requests(self) -> list[dict]:
+        return [b for b in self.requests if is_classify(b)]
+
+    def describe_requests(self) -> list[dict]:
+        return [b for b in self.requests if not is_classify(b)]
+
+
+class ServerThread:
+    """Serve a FakeOpenAI on 127.0.0.1 from a background thread (so a CLI subprocess can reach it)."""
+
+    def __init__(self, fake: FakeOpenAI, port: int = 0) -> None:
+        self.fake = fake
+        self.port = port
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        runner = web.AppRunner(self.fake.app(), access_log=None, handle_signals=False)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=4096)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner = runner
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8900)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--rpm", type=float)
+    args = parser.parse_args()
+    fake = FakeOpenAI(latency=args.latency, rpm=args.rpm, record=False)
+    web.run_app(fake.app(), host="127.0.0.1", port=args.port, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
