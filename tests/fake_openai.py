@@ -225,8 +225,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8900)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--rpm", type=float)
+    parser.add_argument("--word-a", default="apple", help="rows containing this lean towards 'A'")
+    parser.add_argument("--word-b", default="banana", help="rows containing this lean towards 'B'")
     args = parser.parse_args()
-    fake = FakeOpenAI(latency=args.latency, rpm=args.rpm, record=False)
+    fake = FakeOpenAI(scorer=keyword_scorer(args.word_a.lower(), args.word_b.lower()), latency=args.latency, rpm=args.rpm, record=False)
     web.run_app(fake.app(), host="127.0.0.1", port=args.port, access_log=None)
 
 
