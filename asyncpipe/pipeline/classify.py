@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from asyncpipe.errors import FatalAPIError
+from asyncpipe.errors import AsyncpipeError, FatalAPIError
 from asyncpipe.llm.base import Message
 from asyncpipe.llm.client import LLMClient
 from asyncpipe.prompts.build import with_row
@@ -85,7 +85,20 @@ async def classify_rows(
         for i in indices:  # one shared iterator: each index is taken by exactly one worker
             await score(i)
 
-    async with anyio.create_task_group() as group:
-        for _ in range(max(1, min(workers, n))):
-            group.start_soon(worker)
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(max(1, min(workers, n))):
+                group.start_soon(worker)
+    except BaseExceptionGroup as group:
+        # one worker's fatal error cancels the rest; the caller wants that error, not the group
+        raise _first_error(group) from None
     return scores
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            exc = _first_error(exc)
+        if isinstance(exc, AsyncpipeError):
+            return exc
+    return group

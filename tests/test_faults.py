@@ -1,0 +1,137 @@
+"""The fault matrix: each kind of failure injected by the fake server, one at a time and mixed.
+
+For every kind the run either finishes with every row of both files in predictions.parquet (scored, or
+unscored with its reason) or, for a permanent refusal, stops within seconds with one clear line; and
+the server's request count shows that retries stayed bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import polars as pl
+import pytest
+
+from tests.conftest import fruit_rows, run_cli, write_jsonl
+from tests.fake_openai import FakeOpenAI, ServerThread, is_classify
+
+ROWS = 20
+MAX_ATTEMPTS = 4
+CLASSIFY_ONLY = {"null_logprobs", "no_labels", "empty_choices"}
+
+
+def every_fifth(kind: str):
+    def fault(number: int, body: dict) -> str | None:
+        if kind in CLASSIFY_ONLY and not is_classify(body):
+            return None
+        return kind if number % 5 == 0 else None
+    return fault
+
+
+def mixed(seed: int = 7):
+    rng = random.Random(seed)
+    kinds = ["rate_limit", "500", "502", "503", "timeout", "reset", "truncated", "null_logprobs", "no_labels", "empty_choices"]
+
+    def fault(number: int, body: dict) -> str | None:
+        if rng.random() >= 0.2:
+            return None
+        kind = rng.choice(kinds)
+        if kind in CLASSIFY_ONLY and not is_classify(body):
+            return None
+        return kind
+    return fault
+
+
+def run(tmp_path, fault, *extra: str):
+    a = write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", ROWS))
+    b = write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", ROWS))
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("retry_base_delay: 0.01\nretry_max_delay: 0.05\n")
+    fake = FakeOpenAI(fault=fault, timeout_sleep=3.0)
+    started = time.monotonic()
+    with ServerThread(fake) as server:
+        result = run_cli("compare", a, b, "--base-url", server.base_url, "--model", "fake-model", "--output",
+                         tmp_path / "out", "--batch-size", "8", "--max-steps", "2", "--timeout", "0.5",
+                         "--max-attempts", str(MAX_ATTEMPTS), "--config", cfg, "--quiet", *extra)
+    return result, fake, time.monotonic() - started
+
+
+def logical_requests(out) -> int:
+    """Describe steps + classify rows per step + the final pass (rows already scored there are cached)."""
+    run_info = json.loads((out / "run.json").read_text())
+    plan = run_info["plan"]
+    per_step = 2 * 8 + 2 * plan["validation_pairs"]
+    return plan["steps_done"] * (1 + per_step) + 2 * ROWS
+
+
+@pytest.mark.parametrize("kind", ["rate_limit", "500", "502", "503", "timeout", "reset", "truncated",
+                                  "null_logprobs", "no_labels", "empty_choices"])
+def test_each_fault_kind(tmp_path, kind):
+    result, fake, _ = run(tmp_path, every_fifth(kind))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    predictions = pl.read_parquet(out / "predictions.parquet")
+    assert predictions.height == 2 * ROWS
+    for row in predictions.iter_rows(named=True):
+        assert (row["p_a"] is None) == (row["error"] is not None), row
+    if kind == "no_labels":
+        # a deterministic answer without either label is final: unscored, with the reason, not retried
+        assert predictions["error"].drop_nulls().str.contains("neither 'A' nor 'B'").all()
+        assert predictions["p_a"].null_count() > 0
+    else:
+        # a passing fault on every fifth request is always cured by a retry
+        assert predictions["p_a"].null_count() == 0, predictions.filter(pl.col("error").is_not_null())["error"].to_list()
+    assert len(fake.requests) <= logical_requests(out) * MAX_ATTEMPTS
+    assert json.loads((out / "run.json").read_text())["stats"]["retries"] >= (0 if kind == "no_labels" else 1)
+
+
+def test_mixed_faults_at_twenty_percent(tmp_path):
+    result, fake, _ = run(tmp_path, mixed())
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    predictions = pl.read_parquet(out / "predictions.parquet")
+    assert predictions.height == 2 * ROWS
+    for row in predictions.iter_rows(named=True):
+        assert (row["p_a"] is None) == (row["error"] is not None)
+    assert len(fake.requests) <= logical_requests(out) * MAX_ATTEMPTS
+
+
+def test_quota_stops_at_once_and_keeps_work(tmp_path):
+    def fault(number: int, body: dict) -> str | None:
+        return "quota" if number >= 12 else None
+
+    result, fake, seconds = run(tmp_path, fault)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "quota" in lines[0] and "Traceback" not in result.stderr
+    assert seconds < 20
+    run_info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run_info["status"] == "failed" and "quota" in run_info["message"]
+    # nothing after the refusal was retried: the quota error is permanent
+    assert len(fake.requests) <= 12 + 64
+    assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_server_that_never_answers_stops_with_one_line(tmp_path):
+    result, fake, seconds = run(tmp_path, lambda n, b: "500")
+    assert result.returncode == 1
+    assert "describe request failed after 4 attempts" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(fake.requests) == MAX_ATTEMPTS
+
+
+def test_wrong_key_is_fatal_not_retried(tmp_path):
+    class Unauthorised(FakeOpenAI):
+        async def chat(self, request):
+            self.count += 1
+            return self.error(401, "Incorrect API key provided: sk-test-***.", "invalid_request_error", "invalid_api_key")
+
+    a = write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", 5))
+    fake = Unauthorised()
+    with ServerThread(fake) as server:
+        result = run_cli("compare", a, a, "--base-url", server.base_url, "--model", "m", "--output", tmp_path / "out", "--quiet")
+    assert result.returncode == 1
+    assert "not authorised" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert fake.count == 1

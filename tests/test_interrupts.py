@@ -1,0 +1,111 @@
+"""Interrupted runs: Ctrl-C stops gracefully; kill -9 then the same command finishes the job without
+sending again any request whose answer had been stored, and gives the same outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from tests.conftest import PLANTED_KEY, REPO, fruit_rows, run_cli, write_jsonl
+from tests.fake_openai import FakeOpenAI, ServerThread, is_classify
+
+
+def start_cli(*args) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update({"OPENAI_API_KEY": PLANTED_KEY, "PYTHONPATH": str(REPO)})
+    return subprocess.Popen([sys.executable, "-m", "asyncpipe", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(condition, limit: float = 60.0) -> None:
+    """Poll for a condition (bounded), rather than sleeping for a guessed time."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def inputs(tmp_path: Path):
+    return (write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", 40)),
+            write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", 40)))
+
+
+def command(a, b, base_url, out):
+    return ["compare", a, b, "--base-url", base_url, "--model", "fake-model", "--output", out,
+            "--batch-size", "8", "--max-steps", "2", "--concurrency", "4", "--quiet"]
+
+
+def test_ctrl_c_stops_gracefully(tmp_path):
+    a, b = inputs(tmp_path)
+    fake = FakeOpenAI(latency=0.05)
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        process = start_cli(*command(a, b, server.base_url, out))
+        wait_until(lambda: fake.count >= 10)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines() == ["asyncpipe: interrupted; finished work is saved — run the same command again to continue"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "interrupted"
+    assert (out / "index.html").is_file()
+    assert not (out / "classify.yaml").exists()
+
+
+def test_kill_9_in_the_final_pass_then_resume(tmp_path):
+    a, b = inputs(tmp_path)
+    # reference: the same command, uninterrupted, in its own directory
+    reference = FakeOpenAI()
+    with ServerThread(reference) as server:
+        port = server.port  # one endpoint throughout: the same command again means the same base URL
+        assert run_cli(*command(a, b, server.base_url, tmp_path / "ref")).returncode == 0
+    total_classify = len(reference.classify_requests())
+    step_classify = 2 * (2 * 8 + 2 * 4)
+
+    fake = FakeOpenAI(latency=0.03)
+    out = tmp_path / "out"
+    with ServerThread(fake, port=port) as server:
+        process = start_cli(*command(a, b, server.base_url, out))
+        wait_until(lambda: len(fake.classify_requests()) >= step_classify + 20)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    first_run = fake.classify_requests()
+
+    # whatever was left behind is whole, never half a file
+    for name in ("run.json", "steps.jsonl", "metrics.parquet", "classify.yaml", "predictions.parquet"):
+        path = out / name
+        if path.exists():
+            {"json": json.loads, "jsonl": lambda t: [json.loads(x) for x in t.splitlines()]}.get(
+                path.suffix[1:], lambda _t: None)(path.read_text() if path.suffix != ".parquet" else "")
+            if path.suffix == ".parquet":
+                pl.read_parquet(path)
+            if path.suffix == ".yaml":
+                yaml.safe_load(path.read_text())
+    with sqlite3.connect(out / "cache.sqlite") as db:
+        stored = db.execute("SELECT COUNT(*) FROM responses WHERE kind = 'score'").fetchone()[0]
+    assert stored >= step_classify
+
+    again = FakeOpenAI()
+    with ServerThread(again, port=port) as server:
+        result = run_cli(*command(a, b, server.base_url, out))
+    assert result.returncode == 0, result.stderr
+    assert again.describe_requests() == [], "finished describe steps were asked again"
+    # exactly the answers that were not stored are asked for; nothing stored is sent twice
+    assert len(again.classify_requests()) == total_classify - stored
+    seen = {json.dumps(body, sort_keys=True) for body in first_run}
+    repeated = [body for body in again.classify_requests() if json.dumps(body, sort_keys=True) in seen]
+    assert len(repeated) <= 4, "only requests in flight at the kill may be asked again"
+    assert all(is_classify(body) for body in again.requests)
+
+    for name in ("classify.yaml", "predictions.parquet", "metrics.parquet", "steps.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
