@@ -189,7 +189,12 @@ def _run(args: argparse.Namespace) -> int:
         from asyncpipe.demo import demo_arguments
 
         args = build_parser().parse_args(demo_arguments(args.output, quiet=args.quiet))
-        reporter.log("demo: comparing two small shipped datasets on the embedded 135M model (offline)")
+        reporter.log(
+            "demo: comparing two small shipped datasets (the same advice, written casually and formally) on the "
+            "embedded 135M model, offline. It proves the pipeline runs end to end; a model this small writes weak "
+            "descriptions and leans towards 'A', so expect accuracy near chance. Real analyses: --model gpt-4.1-mini, "
+            "a vLLM/llama.cpp server (--base-url), or a larger GGUF (--model gguf:PATH)."
+        )
     if args.command == "classify":
         from asyncpipe.pipeline.reuse import classify_saved
 
