@@ -30,14 +30,21 @@ def label_masses(top_logprobs: Iterable[tuple[str, float]]) -> tuple[float, floa
 
 
 def p_a_from_top_logprobs(top_logprobs: Iterable[tuple[str, float]]) -> tuple[float | None, str | None]:
-    """Return ``(p_a, None)`` or ``(None, reason)`` when neither label is among the tokens."""
-    pairs = list(top_logprobs)
+    """Return ``(p_a, None)`` or ``(None, reason)`` when neither label is among the tokens.
+
+    When only one label made the top-k list, the other's mass is not 0: it is at most the smallest mass
+    returned (it would have been listed otherwise). That bound is used for the missing label, so p(A)
+    never claims more certainty than the answer supports (1.0 exactly would be a lie).
+    """
+    pairs = [(t, lp) for t, lp in top_logprobs if lp is not None]
     mass_a, mass_b = label_masses(pairs)
-    total = mass_a + mass_b
-    if total <= 0.0:
+    if mass_a + mass_b <= 0.0:
         seen = ", ".join(repr(t) for t, _ in pairs[:5]) or "none"
         return None, f"neither 'A' nor 'B' among the {len(pairs)} returned tokens (top: {seen})"
-    return mass_a / total, None
+    if (mass_a == 0.0 or mass_b == 0.0) and len(pairs) > 1:
+        bound = math.exp(min(lp for _, lp in pairs))
+        mass_a, mass_b = mass_a or bound, mass_b or bound
+    return mass_a / (mass_a + mass_b), None
 
 
 def p_a_from_logits(logits_a: list[float], logits_b: list[float]) -> float:
