@@ -119,10 +119,7 @@ def choose_text_column(a: pl.DataFrame, b: pl.DataFrame, requested: str | None, 
 def text_values(frame: pl.DataFrame, column: str, name: str) -> list[str]:
     """The column as strings; null or NaN texts are an error naming the rows, not silent empty rows."""
     series = frame.get_column(column)
-    if series.dtype.is_float():
-        bad = series.is_null() | series.is_nan()
-    else:
-        bad = series.is_null()
+    bad = series.is_null() | series.is_nan() if series.dtype.is_float() else series.is_null()
     if bad.any():
         rows = [int(i) for i in bad.arg_true().head(5).to_list()]
         count = int(bad.sum())

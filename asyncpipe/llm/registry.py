@@ -12,6 +12,15 @@ def is_local(model: str) -> bool:
     return model == "local" or model.startswith("gguf:")
 
 
+def check_can_classify(model: str) -> None:
+    """Classification reads label logprobs: refuse a model known not to return them."""
+    if not is_local(model) and not model_facts(model).logprobs:
+        raise UserError(
+            f"model '{model}' does not return logprobs (config/models.yaml), so it cannot classify; "
+            "pass --classify-model with one that does (e.g. gpt-4.1-mini)"
+        )
+
+
 def make_provider(
     model: str,
     *,
@@ -19,7 +28,6 @@ def make_provider(
     api_key: str | None,
     timeout: float,
     connections: int,
-    role: str,
 ) -> Provider:
     if is_local(model):
         from asyncpipe.llm.local import resolve_model  # llama.cpp loads only when asked for
@@ -28,11 +36,6 @@ def make_provider(
     from asyncpipe.llm.openai_http import OpenAIHTTPProvider
 
     facts = model_facts(model)
-    if role == "classify" and not facts.logprobs:
-        raise UserError(
-            f"model '{model}' does not return logprobs (config/models.yaml), so it cannot classify; "
-            "pass --classify-model with one that does (e.g. gpt-4.1-mini)"
-        )
     if base_url is None and not api_key:
         raise UserError(
             f"model '{model}' needs OPENAI_API_KEY (or a .env file holding it), or --base-url for a local "

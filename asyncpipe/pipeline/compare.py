@@ -10,10 +10,11 @@ wins. Every answer is cached as it arrives, so an interrupted run resumes for fr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -22,16 +23,13 @@ from asyncpipe import __version__
 from asyncpipe.config import RunConfig, model_facts
 from asyncpipe.data.pairing import Plan, make_plan
 from asyncpipe.errors import FatalAPIError, UserError
-from asyncpipe.llm.cache import ResponseCache
-from asyncpipe.llm.client import LLMClient
-from asyncpipe.llm.limiter import AdaptiveLimiter
-from asyncpipe.llm.registry import make_provider
+from asyncpipe.llm.pool import ModelPool
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.metrics import fit_bias_offset, summarize
 from asyncpipe.pipeline import artifacts
 from asyncpipe.pipeline.classify import Scores, classify_rows
-from asyncpipe.pipeline.inputs import Side, load_sides
+from asyncpipe.pipeline.inputs import load_sides
 from asyncpipe.pipeline.outputs import (
     prepare_output_dir,
     run_fingerprint,
@@ -76,22 +74,21 @@ def package_versions() -> dict[str, str]:
 
     out = {"asyncpipe": __version__}
     for name in ("polars", "aiohttp", "anyio", "tenacity", "plotly", "rich", "pyyaml", "openai", "llama-cpp-python"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return out
 
 
 class Run:
     """One comparison in one output directory."""
 
-    def __init__(self, cfg: RunConfig, reporter: Reporter, stats: RunStats, api_key: str | None) -> None:
+    def __init__(self, cfg: RunConfig, reporter: Reporter, stats: RunStats, pool: ModelPool, *, owns_pool: bool) -> None:
         self.cfg = cfg
         self.reporter = reporter
         self.stats = stats
         self.out = cfg.output
-        self.api_key = api_key
+        self.pool = pool
+        self.owns_pool = owns_pool
         self.steps: list[StepResult] = []
         self.metric_rows: list[dict] = []
         self.started = time.time()
@@ -111,11 +108,13 @@ class Run:
             validation_max=cfg.validation_max, seed=cfg.seed, max_steps=cfg.max_steps,
         )
         self.validation = self.plan.validation
-        providers = self._make_providers()
+        # checks the models (a missing GGUF, a model without logprobs) before anything is written
+        self.pool.provider(cfg.classify_model, "classify")
+        self.pool.provider(cfg.describe_model, "describe")
         self.fingerprint = run_fingerprint(cfg.fingerprint_dict(), [cfg.file_a, cfg.file_b])
         # only now, with every input checked, does anything get written
         prepare_output_dir(self.out, self.fingerprint, force=cfg.force, resume=cfg.resume)
-        self._make_clients(providers)
+        self._make_clients()
         if n_a != n_b:
             self.reporter.log(
                 f"note: A has {n_a} rows and B has {n_b}; pairing the first {self.n_pairs}. "
@@ -125,35 +124,15 @@ class Run:
         if cut:
             self.reporter.log(f"note: {cut} row(s) longer than {cfg.max_row_chars} characters were cut (marked in the text)")
 
-    def _make_providers(self) -> dict:
+    def _make_clients(self) -> None:
         cfg = self.cfg
-        providers = {}
-        for role, model in (("classify", cfg.classify_model), ("describe", cfg.describe_model)):
-            if model not in providers:
-                providers[model] = make_provider(
-                    model, base_url=cfg.base_url, api_key=self.api_key, timeout=cfg.timeout,
-                    connections=cfg.concurrency, role=role,
-                )
-        return providers
-
-    def _make_clients(self, providers: dict) -> None:
-        cfg = self.cfg
-        self.cache = ResponseCache(cfg.cache_path or cfg.output / "cache.sqlite")
-        policy = RetryPolicy(cfg.max_attempts, float(cfg.extra.get("retry_base_delay", 1.0)), float(cfg.extra.get("retry_max_delay", 60.0)))
-        clients = {}
-        for model, provider in providers.items():
-            maximum = min(cfg.concurrency, provider.max_concurrency)
-            limiter = AdaptiveLimiter(maximum, initial=min(maximum, 16), rpm=cfg.rpm, tpm=cfg.tpm)
-            clients[model] = LLMClient(provider, cache=self.cache, policy=policy, limiter=limiter, stats=self.stats)
-        self.classifier = clients[cfg.classify_model]
-        self.describer = clients[cfg.describe_model]
-        self._clients = list(clients.values())
+        self.pool.open_cache(cfg.cache_path or cfg.output / "cache.sqlite")
+        self.classifier = self.pool.client(cfg.classify_model, self.stats)
+        self.describer = self.pool.client(cfg.describe_model, self.stats)
 
     async def close(self) -> None:
-        for client in self._clients:
-            await client.aclose()
-        if self.cache is not None:
-            self.cache.close()
+        if self.owns_pool:
+            await self.pool.aclose()
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -314,8 +293,8 @@ class Run:
             "message": message,
             "version": __version__,
             "fingerprint": self.fingerprint,
-            "started_at": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds") if finished else None,
+            "started_at": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds") if finished else None,
             "wall_seconds": round(time.time() - self.started, 3),
             "labels": self.labels(),
             "models": {"describe": cfg.describe_model, "classify": cfg.classify_model},
@@ -351,11 +330,24 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-async def compare(cfg: RunConfig, reporter: Reporter, *, api_key: str | None = None) -> Outcome:
-    """Run a whole comparison. Bad input raises UserError before anything is written."""
+def make_pool(cfg: RunConfig, api_key: str | None = None) -> ModelPool:
+    policy = RetryPolicy(cfg.max_attempts, float(cfg.extra.get("retry_base_delay", 1.0)), float(cfg.extra.get("retry_max_delay", 60.0)))
+    return ModelPool(
+        base_url=cfg.base_url, api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
+        timeout=cfg.timeout, concurrency=cfg.concurrency, policy=policy, rpm=cfg.rpm, tpm=cfg.tpm,
+    )
+
+
+async def compare(cfg: RunConfig, reporter: Reporter, *, pool: ModelPool | None = None) -> Outcome:
+    """Run a whole comparison. Bad input raises UserError before anything is written. With a shared
+    ``pool`` (``asyncpipe pairs``), the pool's limiter and cache serve this run too."""
     stats = reporter.stats
-    run = Run(cfg, reporter, stats, api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"))
-    run.prepare()
+    run = Run(cfg, reporter, stats, pool or make_pool(cfg), owns_pool=pool is None)
+    try:
+        run.prepare()
+    except BaseException:
+        await _close_quietly(run)
+        raise
     try:
         return await run.run()
     except (FatalAPIError, UserError) as exc:

@@ -17,10 +17,7 @@ from asyncpipe import __version__
 from asyncpipe.config import read_yaml
 from asyncpipe.data.render import RowLayout
 from asyncpipe.errors import UserError
-from asyncpipe.llm.cache import ResponseCache
-from asyncpipe.llm.client import LLMClient
-from asyncpipe.llm.limiter import AdaptiveLimiter
-from asyncpipe.llm.registry import make_provider
+from asyncpipe.llm.pool import ModelPool
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.pipeline import artifacts
 from asyncpipe.pipeline.classify import classify_rows
@@ -67,30 +64,26 @@ async def classify_saved(args, reporter: Reporter) -> Path:
         sides = [type(s)(s.label, s.name, s.path, s.texts[: args.max_rows], s.n_cut) for s in sides]
     model = args.model or document["model"]
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or document.get("base_url")
-    provider = make_provider(
-        model, base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY"), timeout=args.timeout or 60.0,
-        connections=args.concurrency or 64, role="classify",
+    pool = ModelPool(
+        base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY"), timeout=args.timeout or 60.0,
+        concurrency=args.concurrency or 64, policy=RetryPolicy(args.max_attempts or 5), rpm=args.rpm, tpm=args.tpm,
     )
+    pool.provider(model, "classify")
     fingerprint = run_fingerprint({"classifier": document, "model": model}, files)
     prepare_output_dir(args.output, fingerprint, force=True, resume=False)
-    cache = ResponseCache(args.cache or args.output / "cache.sqlite")
-    maximum = min(args.concurrency or 64, provider.max_concurrency)
-    client = LLMClient(
-        provider, cache=cache, policy=RetryPolicy(args.max_attempts or 5),
-        limiter=AdaptiveLimiter(maximum, rpm=args.rpm, tpm=args.tpm), stats=reporter.stats,
-    )
+    pool.open_cache(args.cache or args.output / "cache.sqlite")
+    client = pool.client(model, reporter.stats)
     started = time.time()
     texts = [t for side in sides for t in side.texts]
     reporter.phase("classifying", len(texts))
     try:
         scores = await classify_rows(
-            client, document["messages"], texts, workers=maximum,
+            client, document["messages"], texts, workers=client.limiter.maximum,
             swapped_messages=document.get("swapped_messages"), on_done=reporter.advance,
         )
     finally:
         reporter.end_phase()
-        await client.aclose()
-        cache.close()
+        await pool.aclose()
     labels = [side.label for side in sides for _ in side.texts]
     frame = pl.DataFrame(
         {

@@ -1,0 +1,73 @@
+"""Model resources shared by every comparison in one process: one provider (and HTTP session) per
+model, one adaptive limiter per model, one response cache, one retry policy.
+
+``asyncpipe compare`` uses a pool of its own; ``asyncpipe pairs`` runs many comparisons concurrently
+over one pool, so that together they stay within the API's limits and never pay twice for an answer.
+Each comparison gets its own :class:`~asyncpipe.llm.client.LLMClient` (a thin wrapper) so that its
+request and token counts stay its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asyncpipe.llm.base import Provider
+from asyncpipe.llm.cache import ResponseCache
+from asyncpipe.llm.client import LLMClient
+from asyncpipe.llm.limiter import AdaptiveLimiter
+from asyncpipe.llm.registry import check_can_classify, make_provider
+from asyncpipe.llm.retry import RetryPolicy
+from asyncpipe.llm.stats import RunStats
+
+
+class ModelPool:
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float,
+        concurrency: int,
+        policy: RetryPolicy,
+        rpm: float | None = None,
+        tpm: float | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self.api_key = api_key
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.policy = policy
+        self.rpm = rpm
+        self.tpm = tpm
+        self.cache: ResponseCache | None = None
+        self._providers: dict[str, Provider] = {}
+        self._limiters: dict[str, AdaptiveLimiter] = {}
+
+    def provider(self, model: str, role: str) -> Provider:
+        """The provider for ``model``, created on first use (checks the model can play ``role``)."""
+        if role == "classify":
+            check_can_classify(model)
+        if model not in self._providers:
+            self._providers[model] = make_provider(
+                model, base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, connections=self.concurrency
+            )
+        return self._providers[model]
+
+    def open_cache(self, path: Path) -> None:
+        if self.cache is None:
+            self.cache = ResponseCache(path)
+
+    def client(self, model: str, stats: RunStats) -> LLMClient:
+        provider = self._providers[model]
+        if model not in self._limiters:
+            maximum = min(self.concurrency, provider.max_concurrency)
+            self._limiters[model] = AdaptiveLimiter(maximum, initial=min(maximum, 16), rpm=self.rpm, tpm=self.tpm)
+        return LLMClient(provider, cache=self.cache, policy=self.policy, limiter=self._limiters[model], stats=stats)
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
+        self._providers.clear()
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
