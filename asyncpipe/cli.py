@@ -18,6 +18,9 @@ from asyncpipe.config import RunConfig, Templates, load_settings
 from asyncpipe.errors import AsyncpipeError, UserError
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
+# Rows are cut by characters so that the cut is the same for every model; a token is about four
+# characters of English for the tokenizers in use (o200k_base, Llama, Qwen).
+CHARS_PER_TOKEN = 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,7 +79,8 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-question", action="store_true", help="do not show the 'question' column as context")
     p.add_argument("--validation-fraction", type=float, help="share of pairs held out from the describer (default 0.1)")
     p.add_argument("--validation-max", type=int, help="most held-out rows per file (default 100)")
-    p.add_argument("--max-row-chars", type=_positive_int, help="cut rows longer than this, visibly (default 6000)")
+    p.add_argument("--max-row-chars", type=_positive_int, help="cut rows longer than this many characters, visibly (default 6000)")
+    p.add_argument("--max-row-tokens", type=_positive_int, help="the same budget in tokens (about 4 characters each)")
     p.add_argument("--describe-max-tokens", type=_positive_int, help="longest description, in tokens (default 1024)")
     p.add_argument("--swap-labels", action="store_true", help="also classify with A and B swapped and average (twice the cost)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT even if its settings differ")
@@ -163,7 +167,7 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         with_question=not args.no_question,
         batch_size=pick("batch_size"), epochs=pick("epochs"), max_steps=pick("max_steps"), max_rows=args.max_rows,
         validation_fraction=pick("validation_fraction"), validation_max=pick("validation_max"),
-        max_row_chars=pick("max_row_chars"), history_size=settings["history_size"],
+        max_row_chars=args.max_row_tokens * CHARS_PER_TOKEN if args.max_row_tokens else pick("max_row_chars"), history_size=settings["history_size"],
         wrong_examples=settings["wrong_examples"], describe_max_tokens=pick("describe_max_tokens"),
         describe_temperature=settings["describe_temperature"], seed=settings["seed"],
         concurrency=pick("concurrency"), timeout=pick("timeout"), max_attempts=pick("max_attempts"),
