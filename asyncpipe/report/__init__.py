@@ -1,0 +1,10 @@
+"""The HTML report: Plotly figures and tables rendered from a run directory's saved files.
+
+``render_report(out_dir)`` is the only entry point. Inside: :mod:`.load` reads the artifacts,
+:mod:`.tables` selects rows, :mod:`.figures` builds Plotly figures, :mod:`.sections` and :mod:`.page`
+assemble HTML, and :mod:`.render` writes the files atomically.
+"""
+
+from asyncpipe.report.render import render_report
+
+__all__ = ["render_report"]

@@ -1,0 +1,332 @@
+"""The page's text blocks, each a function from loaded artifacts to an HTML fragment.
+
+Every value that came from the run passes through :func:`~asyncpipe.report.format.esc` (or
+:func:`~asyncpipe.report.format.clipped` for row text) here, at the point it enters HTML.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from asyncpipe.report.format import clipped, cost, duration, esc, interval, num, p_value, pct, prob
+from asyncpipe.report.load import Artifacts, final_summaries, last_step
+from asyncpipe.report.tables import confidently_wrong, most_typical
+
+_CORRECTION_ORDER = ("raw", "corrected", "final")
+_CORRECTION_TITLE = {"raw": "raw", "corrected": "bias-corrected", "final": "final"}
+_SPLIT_ORDER = ("validation", "rest", "train", "all")
+
+
+def selected_step(art: Artifacts) -> int | None:
+    if art.run is not None and art.run.selected_step is not None:
+        return art.run.selected_step
+    chosen = (art.classify or {}).get("selected")
+    if isinstance(chosen, dict):
+        chosen = chosen.get("step")
+    return chosen if isinstance(chosen, int) and not isinstance(chosen, bool) else None
+
+
+def progress_note(art: Artifacts) -> str | None:
+    """One sentence on what is missing, or None for a finished run with its predictions."""
+    run, step = art.run, last_step(art)
+    done = art.predictions is not None
+    if run is None:
+        return "No run.json here yet: the run has not started, or this is not an asyncpipe output directory."
+    at = f" at step {step}" if step else " before the first describe step finished"
+    status = run.status
+    if status == "complete":
+        if done:
+            return None
+        return "Run marked complete, but predictions.parquet is missing: final classification results unavailable."
+    if status == "running":
+        head = f"Run in progress{at}"
+    elif status == "interrupted":
+        head = f"Run interrupted{at}"
+    elif status == "failed":
+        head = f"Run failed{at}"
+    else:
+        head = f"Run status “{status}”{at}"
+    return head + (" — final classification done." if done else " — final classification not done.")
+
+
+def header_block(art: Artifacts) -> str:
+    parts = ['<header><h1>asyncpipe report</h1><p class="labels">']
+    for key in ("A", "B"):
+        info = art.label(key)
+        path = f" <span class=path>({esc(info.path)})</span>" if info.path else ""
+        parts.append(
+            f'<span class="tag tag-{key}">{key}</span> = <strong>{esc(info.name)}</strong>{path}<br>'
+        )
+    parts.append("</p>")
+    status = art.run.status if art.run is not None else "no run.json"
+    parts.append(
+        f'<p class="status">Status: <span class="badge status-{esc(status)}">{esc(status)}</span></p>'
+    )
+    if art.run is not None:
+        parts.append(f'<p class="sub runline">{_run_line(art)}</p>')
+    note = progress_note(art)
+    if note:
+        parts.append(f'<p class="note progress">{esc(note)}</p>')
+    if art.run is not None and art.run.message:
+        parts.append(f'<p class="note">Message: {esc(art.run.message)}</p>')
+    for problem in art.problems:
+        parts.append(f'<p class="note problem">{esc(problem)}</p>')
+    parts.append("</header>")
+    return "".join(parts)
+
+
+def _run_line(art: Artifacts) -> str:
+    """The run in one line for the header; the Run section has the full table."""
+    assert art.run is not None
+    run, stats = art.run, art.run.stats
+    describe, classify = run.models.get("describe"), run.models.get("classify")
+    models = (
+        esc(describe) if describe == classify else f"{esc(describe)} (describe), {esc(classify)} (classify)"
+    )
+    tokens = sum(
+        v for v in (stats.get("prompt_tokens"), stats.get("completion_tokens")) if isinstance(v, int)
+    )
+    return " · ".join(
+        [
+            models or "models –",
+            f"{num(art.label('A').rows)} + {num(art.label('B').rows)} rows",
+            f"{num(stats.get('requests'))} requests ({num(stats.get('cache_hits'))} cache hits)",
+            f"{num(tokens)} tokens",
+            f"cost {cost(stats.get('estimated_cost_usd'))}",
+            f"wall time {duration(run.wall_seconds)}",
+        ]
+    )
+
+
+def summary_block(art: Artifacts) -> str:
+    run = art.run
+    if run is None:
+        return ""
+    stats = run.stats
+    rows: list[tuple[str, str]] = [
+        ("describe model", esc(run.models.get("describe", "–"))),
+        ("classify model", esc(run.models.get("classify", "–"))),
+        ("rows", " · ".join(f"{k}: {num(art.label(k).rows)}" for k in ("A", "B"))),
+        ("requests", f"{num(stats.get('requests'))} ({num(stats.get('cache_hits'))} cache hits, "
+                     f"{num(stats.get('retries'))} retries, {num(stats.get('rate_limited'))} rate-limited)"),
+        ("tokens", f"{num(stats.get('prompt_tokens'))} prompt ({num(stats.get('cached_tokens'))} cached) · "
+                   f"{num(stats.get('completion_tokens'))} completion"),
+        ("estimated cost", cost(stats.get("estimated_cost_usd"))),
+        ("unscored rows", num(stats.get("unscored"))),
+        ("wall time", duration(run.wall_seconds)),
+        ("started / finished", f"{esc(run.started_at or '–')} / {esc(run.finished_at or '–')}"),
+        ("selected step", esc(selected_step(art) if selected_step(art) is not None else "–")
+         + (f" — {esc(run.selection_reason)}" if run.selection_reason else "")),
+        ("bias offset", num(run.bias_offset)),
+        ("asyncpipe version", esc(run.version or "–")),
+    ]  # fmt: skip
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<section id="summary"><h2>Run</h2><table class="kv">{body}</table></section>'
+
+
+def _summary_card(title: str, summary: dict[str, Any] | None) -> str:
+    if summary is None or not summary.get("n"):
+        return f'<div class="card empty"><div class="card-title">{esc(title)}</div><div class="big">–</div><div class="sub">no rows</div></div>'
+    unscored = f", {num(summary.get('n_unscored'))} unscored" if summary.get("n_unscored") else ""
+    return (
+        f'<div class="card"><div class="card-title">{esc(title)}</div>'
+        f'<div class="big">{pct(summary.get("accuracy"))}</div>'
+        f'<div class="sub">95% CI {interval(summary.get("accuracy_low"), summary.get("accuracy_high"))}'
+        f" · {p_value(summary.get('p_value'))}</div>"
+        f'<div class="sub">balanced {pct(summary.get("balanced_accuracy"))} · n = {num(summary.get("n"))}{unscored}</div></div>'
+    )
+
+
+def _summary_row(split: str, correction: str, s: dict[str, Any]) -> str:
+    cells = [
+        esc(split), esc(_CORRECTION_TITLE.get(correction, correction)), num(s.get("n")), num(s.get("n_scored")),
+        pct(s.get("accuracy")), interval(s.get("accuracy_low"), s.get("accuracy_high")),
+        pct(s.get("balanced_accuracy")), p_value(s.get("p_value")), pct(s.get("mean_confidence")),
+        num(s.get("log_loss")), num(s.get("brier")), num(s.get("ece")), num(s.get("auc")),
+    ]  # fmt: skip
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+_SUMMARY_HEAD = (
+    "<tr><th>split</th><th>scores</th><th>n</th><th>scored</th><th>accuracy</th><th>95% CI</th>"
+    "<th>balanced</th><th>p-value</th><th>mean conf.</th><th>log loss</th><th>Brier</th><th>ECE</th>"
+    "<th>AUC</th></tr>"
+)
+
+
+def headline_block(art: Artifacts, steps: pl.DataFrame) -> str:
+    finals = final_summaries(art)
+    out = ['<section id="headline"><h2>Result</h2>']
+    out.append(description_block(art))
+    if not finals:
+        out.append('<p class="note">Final classification not done yet: no held-out result.</p>')
+        latest = steps.filter(pl.col("split") == "validation").sort("step").tail(1)
+        if latest.height:
+            s = latest.row(0, named=True)
+            out.append(
+                f"<p>Latest describe step {s['step']}: validation accuracy {pct(s['accuracy'])} "
+                f"{interval(s['accuracy_low'], s['accuracy_high'])}, {p_value(s['p_value'])} (raw scores, n = {num(s['n'])}).</p>"
+            )
+        out.append("</section>")
+        return "".join(out)
+    corrections = [c for c in _CORRECTION_ORDER if any(k[1] == c for k in finals)]
+    validation = [finals.get(("validation", c)) for c in corrections]
+    if all(v is None or not v.get("n") for v in validation):
+        rest = next(
+            (finals[("rest", c)] for c in reversed(corrections) if finals.get(("rest", c), {}).get("n")), None
+        )
+        hint = (
+            f" The “rest” split (rows never shown to the describer) scores {pct(rest.get('accuracy'))}"
+            f" {interval(rest.get('accuracy_low'), rest.get('accuracy_high'))}."
+            if rest
+            else ""
+        )
+        out.append(
+            '<p class="note">The validation split is empty, so there is no held-out accuracy: the overall figure '
+            f"below includes rows the describer was shown and is optimistic.{hint}</p>"
+        )
+    else:
+        out.append(
+            "<h3>Held-out (validation) accuracy <small>— rows never shown to the describer</small></h3>"
+        )
+        out.append('<div class="cards">')
+        for c, summary in zip(corrections, validation, strict=True):
+            out.append(_summary_card(f"validation, {_CORRECTION_TITLE[c]}", summary))
+        out.append("</div>")
+    out.append('<h3>Overall (all rows)</h3><div class="cards">')
+    for c in corrections:
+        out.append(_summary_card(f"all rows, {_CORRECTION_TITLE[c]}", finals.get(("all", c))))
+    out.append("</div>")
+    rows = [
+        _summary_row(split, c, finals[(split, c)])
+        for split in (*_SPLIT_ORDER, *sorted({k[0] for k in finals} - set(_SPLIT_ORDER)))
+        for c in corrections
+        if (split, c) in finals
+    ]
+    out.append(f'<table class="numbers">{_SUMMARY_HEAD}{"".join(rows)}</table>')
+    if art.run is not None and art.run.bias_offset is not None:
+        out.append(
+            f'<p class="sub">Bias-corrected scores shift p(A) by the offset {num(art.run.bias_offset)}.</p>'
+        )
+    out.append("</section>")
+    return "".join(out)
+
+
+def description_block(art: Artifacts) -> str:
+    """The description the final classifier used, else the selected step's, else the latest one."""
+    chosen = selected_step(art)
+    by_step = {s.step: s for s in art.steps}
+    text = (art.classify or {}).get("description")
+    if isinstance(text, str) and text.strip():
+        title = "How A differs from B — the description used for the final classification"
+    elif chosen in by_step:
+        text, title = (
+            by_step[chosen].description,
+            f"How A differs from B — step {chosen}'s description (selected)",
+        )
+    elif art.steps:
+        text = art.steps[-1].description
+        title = f"Latest description (step {art.steps[-1].step}, not yet selected)"
+    else:
+        return ""
+    return f'<div class="final-description"><h3>{esc(title)}</h3><div class="desc">{esc(text)}</div></div>'
+
+
+def steps_block(art: Artifacts, steps: pl.DataFrame) -> str:
+    chosen = selected_step(art)
+    records = {s.step: s for s in art.steps}
+    numbers: dict[tuple[int, str], dict[str, Any]] = {
+        (row["step"], row["split"]): row for row in steps.iter_rows(named=True)
+    }
+    all_steps = sorted(set(records) | {k[0] for k in numbers})
+    if not all_steps:
+        return '<section id="steps"><h2>Describe steps</h2><p class="note">No describe step finished yet.</p></section>'
+    open_step = chosen if chosen in records else all_steps[-1]
+    head = (
+        "<tr><th>step</th><th>epoch</th><th>pairs shown</th><th>train acc.</th><th>validation acc.</th>"
+        "<th>95% CI</th><th>val. balanced</th><th>val. mean conf.</th><th>val. log loss</th><th></th></tr>"
+    )
+    rows, details = [], []
+    for step in all_steps:
+        record = records.get(step)
+        train, val = numbers.get((step, "train"), {}), numbers.get((step, "validation"), {})
+        epoch = record.epoch if record else train.get("epoch")
+        mark = '<span class="badge selected">★ selected</span>' if step == chosen else ""
+        cls = ' class="selected"' if step == chosen else ""
+        cells = [
+            f'<a href="#step-{step}">{step}</a>', num(epoch), num(len(record.pairs)) if record else "–",
+            pct(train.get("accuracy")), pct(val.get("accuracy")),
+            interval(val.get("accuracy_low"), val.get("accuracy_high")), pct(val.get("balanced_accuracy")),
+            pct(val.get("mean_confidence")), num(val.get("log_loss")), mark,
+        ]  # fmt: skip
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        if record is None:
+            continue
+        summary = (
+            f"Step {step} (epoch {num(record.epoch)}) — train {pct(train.get('accuracy'))}, "
+            f"validation {pct(val.get('accuracy'))}"
+        )
+        opened = " open" if step == open_step else ""
+        dcls = "step selected" if step == chosen else "step"
+        details.append(
+            f'<details id="step-{step}" class="{dcls}"{opened}><summary>{esc(summary)} {mark}</summary>'
+            f'<div class="desc">{esc(record.description)}</div>'
+            f'<p class="sub">pairs shown: {esc(", ".join(map(str, record.pairs)) or "none")}</p></details>'
+        )
+    reason = ""
+    if chosen is not None and art.run is not None and art.run.selection_reason:
+        reason = f'<p class="sub">Step {chosen} was selected: {esc(art.run.selection_reason)}</p>'
+    return (
+        f'<section id="steps"><h2>Describe steps</h2>{reason}<table class="numbers">{head}{"".join(rows)}</table>'
+        f"<h3>Descriptions</h3>{''.join(details)}</section>"
+    )
+
+
+def _row_table(frame: pl.DataFrame, art: Artifacts, *, wrong: bool) -> str:
+    if frame.height == 0:
+        return '<p class="sub">none</p>'
+    head = "<tr><th>from</th><th>row</th><th>split</th>"
+    head += "<th>predicted</th><th>confidence in the wrong label</th>" if wrong else "<th>p(own label)</th>"
+    head += "<th>raw p(A)</th><th>text</th></tr>"
+    body = []
+    for r in frame.iter_rows(named=True):
+        cells = [
+            f'<span class="tag tag-{esc(r["label"])}">{esc(r["label"])}</span> {esc(art.label(r["label"]).name)}'
+        ]
+        cells += [num(r["row"]), esc(r["split"])]
+        if wrong:
+            cells.append(f'<span class="tag tag-{esc(r["predicted"])}">{esc(r["predicted"])}</span>')
+        cells += [prob(r["confidence"]), prob(r["p_a"])]
+        body.append(
+            "<tr>"
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + f'<td class="rowtext">{clipped(r["text"])}</td></tr>'
+        )
+    return f'<table class="rows">{head}{"".join(body)}</table>'
+
+
+def rows_block(art: Artifacts, predictions: pl.DataFrame | None) -> str:
+    if predictions is None:
+        return ""
+    out = ['<section id="rows"><h2>Rows</h2>']
+    out.append("<h3>Most confidently wrong (top 10)</h3>")
+    out.append(_row_table(confidently_wrong(predictions, 10), art, wrong=True))
+    for key in ("A", "B"):
+        out.append(f"<h3>Most typical rows of {key} = {esc(art.label(key).name)} (top 5)</h3>")
+        out.append(_row_table(most_typical(predictions, key, 5), art, wrong=False))
+    errors = predictions.filter(pl.col("p").is_null())
+    if errors.height:
+        reasons = (
+            errors.group_by(pl.col("error").fill_null("unknown"))
+            .agg(pl.len().alias("rows"))
+            .sort(["rows", "error"], descending=[True, False])
+            .head(5)
+        )
+        items = "".join(
+            f"<li>{num(r['rows'])} × {esc(r['error'])}</li>" for r in reasons.iter_rows(named=True)
+        )
+        out.append(f"<h3>Unscored rows: {num(errors.height)}</h3><ul>{items}</ul>")
+    out.append("</section>")
+    return "".join(out)
