@@ -491,3 +491,33 @@ def test_histogram_and_reliability_tables() -> None:
     assert bins["count"].sum() == 4
     assert bins.filter(pl.col("bin") == 9)["fraction_a"].item() == 1.0
     assert bins.filter(pl.col("bin") == 0)["fraction_a"].item() == pytest.approx(0.5)
+
+
+def test_final_from_run_json_when_metrics_has_no_final_rows(tmp_path: Path) -> None:
+    """The pipeline's run.json nests final summaries by correction: {"raw": {split: …}, "corrected": …}."""
+    out = write_run(tmp_path / "run")
+    metrics = pl.read_parquet(out / "metrics.parquet")
+    final_rows = metrics.filter(pl.col("phase") == "final")
+    nested: dict[str, dict[str, Any]] = {}
+    for row in final_rows.iter_rows(named=True):
+        nested.setdefault(row["correction"], {})[row["split"]] = {k: row[k] for k in SUMMARY_KEYS}
+    run = json.loads((out / "run.json").read_text())
+    run["final"] = nested
+    (out / "run.json").write_text(json.dumps(run), encoding="utf-8")
+    metrics.filter(pl.col("phase") == "step").write_parquet(out / "metrics.parquet")
+    page = render_report(out).read_text(encoding="utf-8")
+    assert "validation, bias-corrected" in page and "validation, raw" in page
+    assert f"tp = {nested['corrected']['all']['tp']}," in page
+
+
+def test_odd_run_json_shapes_do_not_crash(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(
+        json.dumps(
+            {"status": "complete", "labels": {"A": "plain-name", "B": None}, "models": None, "stats": []}
+        ),
+        encoding="utf-8",
+    )
+    page = render_report(tmp_path).read_text(encoding="utf-8")
+    assert "plain-name" in page
+    (tmp_path / "run.json").write_text("[1, 2]", encoding="utf-8")
+    assert "run.json could not be read" in render_report(tmp_path).read_text(encoding="utf-8")

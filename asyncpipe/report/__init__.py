@@ -8,3 +8,4 @@ assemble HTML, and :mod:`.render` writes the files atomically.
 from asyncpipe.report.render import render_report
 
 __all__ = ["render_report"]
+from asyncpipe.report.pairs import render_pairs_summary as render_pairs_summary  # noqa: E402  (asyncpipe pairs)

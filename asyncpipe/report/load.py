@@ -160,8 +160,8 @@ def final_summaries(art: Artifacts) -> dict[tuple[str, str], dict[str, Any]]:
     """Final summaries keyed by ``(split, correction)``.
 
     From the ``phase == "final"`` rows of metrics.parquet; when there are none, from ``run.json``'s
-    ``final``, whose summaries are keyed ``(split, "final")`` since it does not say which correction
-    they are.
+    ``final``, either ``{correction: {split: summary}}`` or ``{split: summary}`` (then keyed
+    ``(split, "final")``, since it does not say which correction the summaries are).
     """
     out: dict[tuple[str, str], dict[str, Any]] = {}
     if art.metrics is not None and "phase" in art.metrics.columns:
@@ -169,9 +169,16 @@ def final_summaries(art: Artifacts) -> dict[tuple[str, str], dict[str, Any]]:
         for row in rows.iter_rows(named=True):
             out[(str(row["split"]), str(row.get("correction") or "raw"))] = _clean_summary(row)
     if not out and art.run is not None and art.run.final:
-        for split, summary in art.run.final.items():
-            if isinstance(summary, dict):
-                out[(str(split), "final")] = _clean_summary(summary)
+        for key, value in art.run.final.items():
+            if not isinstance(value, dict):
+                continue
+            if key in ("raw", "corrected") and not {"n", "accuracy"} & value.keys():
+                # the shape the pipeline writes: {correction: {split: summary}}
+                for split, summary in value.items():
+                    if isinstance(summary, dict):
+                        out[(str(split), key)] = _clean_summary(summary)
+            else:
+                out[(str(key), "final")] = _clean_summary(value)
     return out
 
 
@@ -227,9 +234,18 @@ def _read_run(path: Path, problems: list[str]) -> RunInfo | None:
     except (OSError, ValueError) as exc:
         problems.append(f"{path.name} could not be read: {exc}")
         return None
+    try:
+        return _run_info(raw)
+    except (TypeError, ValueError, AttributeError) as exc:
+        problems.append(f"{path.name} has an unexpected shape: {exc}")
+        return None
+
+
+def _run_info(raw: dict[str, Any]) -> RunInfo:
     labels = {}
     for key in LABELS:
-        info = raw.get("labels", {}).get(key) or {}
+        info = _dict(raw.get("labels")).get(key)
+        info = {"name": info} if isinstance(info, str) else _dict(info)
         labels[key] = LabelInfo(
             name=str(info.get("name") or key),
             path=str(info.get("path") or ""),
@@ -244,9 +260,9 @@ def _read_run(path: Path, problems: list[str]) -> RunInfo | None:
         wall_seconds=_float_or_none(raw.get("wall_seconds")),
         version=_str_or_none(raw.get("version")),
         labels=labels,
-        models={str(k): str(v) for k, v in (raw.get("models") or {}).items()},
-        config=dict(raw.get("config") or {}),
-        stats=dict(raw.get("stats") or {}),
+        models={str(k): str(v) for k, v in _dict(raw.get("models")).items()},
+        config=_dict(raw.get("config")),
+        stats=_dict(raw.get("stats")),
         selected_step=_int_or_none(raw.get("selected_step")),
         selection_reason=_str_or_none(raw.get("selection_reason")),
         bias_offset=_float_or_none(raw.get("bias_offset")),
@@ -345,6 +361,10 @@ def _clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
         value = summary.get(key)
         out[key] = _int_or_none(value) if key in _INT_KEYS else _float_or_none(value)
     return out
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -1,0 +1,259 @@
+"""The summary page of ``asyncpipe pairs``: one accuracy matrix per question and a table of every pair.
+
+``render_pairs_summary(out_dir)`` reads ``pairs.json`` (written by :mod:`asyncpipe.pipeline.pairs`) and
+writes ``index.html`` beside it. The matrix is an HTML table with coloured cells rather than a Plotly
+heatmap, because every cell links to its pair's own report and Plotly heatmap cells cannot hold links;
+so the page needs no JavaScript at all, and a Content-Security-Policy forbids every outside source.
+Everything that came from the run — file names, paths, descriptions, error messages — is escaped: a
+model's description may contain ``<script>``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+from asyncpipe.errors import UserError
+from asyncpipe.report.format import clipped, esc, interval, num, p_value, pct
+from asyncpipe.report.render import write_atomic
+
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+_CSS = """
+:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg-soft: #f6f8fa; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); }
+main { max-width: 1280px; margin: 0 auto; padding: 20px 24px 60px; }
+h1 { font-size: 1.6em; margin: 0 0 8px; } h2 { border-bottom: 1px solid var(--line); padding-bottom: 4px; margin-top: 36px; }
+.sub { color: var(--muted); font-size: 0.92em; margin: 2px 0; }
+.note { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px; }
+.note.problem { background: #ffebe9; border-color: #ff8182; }
+.badge { display: inline-block; border-radius: 10px; padding: 0 10px; background: var(--bg-soft); border: 1px solid var(--line); }
+.status-complete { background: #dafbe1; } .status-running, .status-pending { background: #fff8c5; }
+.status-failed, .status-interrupted { background: #ffebe9; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.93em; }
+th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: var(--bg-soft); }
+table.matrix td { text-align: center; vertical-align: middle; min-width: 7.5em; padding: 0; }
+table.matrix th.col { max-width: 10em; overflow-wrap: anywhere; font-size: 0.9em; vertical-align: bottom; }
+table.matrix th.row { max-width: 16em; overflow-wrap: anywhere; }
+table.matrix td a, table.matrix td span.cell { display: block; padding: 6px 8px; color: inherit; text-decoration: none; }
+table.matrix td a:hover { outline: 2px solid #0969da; }
+.acc { font-size: 1.15em; font-weight: 700; } .ci { font-size: 0.8em; }
+td.diag { background: #f6f8fa; color: var(--muted); }
+td.empty { background: #fff; }
+table.pairs { width: 100%; }
+table.pairs td.num { white-space: nowrap; font-variant-numeric: tabular-nums; }
+table.pairs td.name { max-width: 15em; overflow-wrap: anywhere; }
+table.pairs td.state { white-space: nowrap; }
+table.pairs td.desc { min-width: 22em; }
+.text { white-space: pre-wrap; overflow-wrap: anywhere; }
+details.more summary { color: var(--muted); cursor: pointer; font-style: italic; }
+.path { color: var(--muted); font-size: 0.85em; word-break: break-all; }
+.reason { color: #a40e26; }
+.legend td { width: 3.2em; text-align: center; font-size: 0.8em; padding: 2px; }
+footer { margin-top: 40px; color: var(--muted); font-size: 0.85em; }
+"""
+
+_GREEN = (42, 157, 143)
+_RED = (196, 78, 82)
+
+
+def render_pairs_summary(out_dir: Path) -> Path:
+    """Write ``out_dir/index.html`` from ``out_dir/pairs.json``; returns its path."""
+    out_dir = Path(out_dir)
+    try:
+        data = json.loads((out_dir / "pairs.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{out_dir}: not an asyncpipe pairs folder (no pairs.json)") from None
+    except ValueError as exc:
+        raise UserError(f"{out_dir / 'pairs.json'}: cannot read ({exc})") from None
+    index = out_dir / "index.html"
+    write_atomic(index, pairs_page(data).encode("utf-8"))
+    return index
+
+
+def cell_colours(accuracy: float | None) -> tuple[str, str]:
+    """(background, text) for a held-out accuracy: white at chance, green towards 1, red towards 0."""
+    if accuracy is None:
+        return "#f6f8fa", "#59636e"
+    strength = min(1.0, abs(accuracy - 0.5) / 0.5)
+    target = _GREEN if accuracy >= 0.5 else _RED
+    rgb = tuple(round(255 + (t - 255) * strength) for t in target)
+    return "#{:02x}{:02x}{:02x}".format(*rgb), "#ffffff" if strength > 0.6 else "#1f2328"
+
+
+def _raw(pair: dict) -> dict:
+    return ((pair.get("held_out") or {}).get("raw")) or {}
+
+
+def _corrected(pair: dict) -> dict:
+    return ((pair.get("held_out") or {}).get("corrected")) or {}
+
+
+def _href(pair: dict) -> str | None:
+    report = pair.get("report")
+    return esc(quote(report)) if report else None
+
+
+def _tooltip(pair: dict) -> str:
+    raw = _raw(pair)
+    head = f"A = {pair['a']['name']} vs B = {pair['b']['name']}"
+    if pair["status"] == "failed":
+        return f"{head}: failed: {pair.get('reason') or ''}"
+    if not raw:
+        return f"{head}: {pair['status']}" + (" (no held-out rows)" if pair["status"] == "complete" else "")
+    return (
+        f"{head}: held-out accuracy {pct(raw.get('accuracy'))} {interval(raw.get('accuracy_low'), raw.get('accuracy_high'))}, "
+        f"{p_value(raw.get('p_value'))}, AUC {num(raw.get('auc'), 2)}, n = {raw.get('n')}"
+    )
+
+
+def _cell(pair: dict | None, *, diagonal: bool = False) -> str:
+    if diagonal:
+        return '<td class="diag">—</td>'
+    if pair is None:
+        return '<td class="empty"></td>'
+    raw = _raw(pair)
+    status = pair["status"]
+    if status == "failed":
+        background, colour, inner = "#ffebe9", "#a40e26", '<span class="acc">failed</span>'
+    elif raw.get("accuracy") is not None:
+        background, colour = cell_colours(raw["accuracy"])
+        inner = (
+            f'<span class="acc">{pct(raw["accuracy"], 0)}</span><br>'
+            f'<span class="ci">{interval(raw.get("accuracy_low"), raw.get("accuracy_high"))}</span>'
+        )
+    else:
+        background, colour = cell_colours(None)
+        inner = f'<span class="ci">{esc("no held-out rows" if status == "complete" else status)}</span>'
+    href = _href(pair)
+    body = f'<a href="{href}">{inner}</a>' if href else f'<span class="cell">{inner}</span>'
+    return f'<td style="background:{background};color:{colour}" title="{esc(_tooltip(pair))}">{body}</td>'
+
+
+def matrix_table(pairs: list[dict], *, against: bool) -> str:
+    """Rows are A, columns B. For all pairs the matrix is symmetric (a pair shows in both triangles);
+    with a base, rows are the other files and the column is the base."""
+    if against:
+        rows = sorted({p["a"]["name"] for p in pairs})
+        cols = sorted({p["b"]["name"] for p in pairs})
+        lookup = {(p["a"]["name"], p["b"]["name"]): p for p in pairs}
+    else:
+        rows = cols = sorted({p["a"]["name"] for p in pairs} | {p["b"]["name"] for p in pairs})
+        lookup = {}
+        for p in pairs:
+            lookup[(p["a"]["name"], p["b"]["name"])] = lookup[(p["b"]["name"], p["a"]["name"])] = p
+    head = "".join(f'<th class="col" scope="col">{esc(c)}</th>' for c in cols)
+    corner = "A ↓ &nbsp; B →" if against else ""
+    lines = [f'<table class="matrix"><thead><tr><th>{corner}</th>{head}</tr></thead><tbody>']
+    for r in rows:
+        cells = "".join(_cell(lookup.get((r, c)), diagonal=not against and r == c) for c in cols)
+        lines.append(f'<tr><th class="row" scope="row">{esc(r)}</th>{cells}</tr>')
+    lines.append("</tbody></table>")
+    return "".join(lines)
+
+
+def legend() -> str:
+    steps = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    cells = "".join(
+        '<td style="background:{};color:{}">{}</td>'.format(*cell_colours(v), pct(v, 0)) for v in steps
+    )
+    return f'<table class="legend"><tr>{cells}</tr></table>'
+
+
+def pairs_table(pairs: list[dict]) -> str:
+    head = (
+        "<tr><th>A</th><th>B</th><th>status</th><th>held-out n</th><th>accuracy (95% CI)</th><th>p vs chance</th>"
+        "<th>AUC</th><th>bias-corrected accuracy</th><th>selected description</th></tr>"
+    )
+    lines = [f'<table class="pairs"><thead>{head}</thead><tbody>']
+    for p in pairs:
+        raw, corrected = _raw(p), _corrected(p)
+        earlier = '<div class="sub">from an earlier run</div>' if p.get("skipped") else ""
+        href = _href(p)
+        link = f'<div><a href="{href}">report</a></div>' if href else ""
+        if p["status"] == "failed":
+            detail = f'<span class="reason">{esc(p.get("reason"))}</span>'
+        elif p.get("description"):
+            step = p.get("selected_step")
+            detail = (f'<span class="sub">step {esc(step)}:</span> ' if step else "") + clipped(p["description"], 300)
+        else:
+            detail = ""
+        lines.append(
+            "<tr>"
+            f'<td class="name">{esc(p["a"]["name"])}<div class="path">{esc(p["a"]["path"])}</div></td>'
+            f'<td class="name">{esc(p["b"]["name"])}<div class="path">{esc(p["b"]["path"])}</div></td>'
+            f'<td class="state"><span class="badge status-{esc(p["status"])}">{esc(p["status"])}</span>{earlier}{link}</td>'
+            f'<td class="num">{num(raw.get("n"))}</td>'
+            f'<td class="num">{pct(raw.get("accuracy"))} {interval(raw.get("accuracy_low"), raw.get("accuracy_high"))}</td>'
+            f'<td class="num">{p_value(raw.get("p_value"))}</td>'
+            f'<td class="num">{num(raw.get("auc"), 3)}</td>'
+            f'<td class="num">{pct(corrected.get("accuracy"))} '
+            f'{interval(corrected.get("accuracy_low"), corrected.get("accuracy_high"))}</td>'
+            f'<td class="desc">{detail}</td>'
+            "</tr>"
+        )
+    lines.append("</tbody></table>")
+    return "".join(lines)
+
+
+def _header(data: dict) -> str:
+    pairs = data.get("pairs") or []
+    counts: dict[str, int] = {}
+    for p in pairs:
+        counts[p["status"]] = counts.get(p["status"], 0) + 1
+    status = data.get("status", "running")
+    tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    models = data.get("models") or {}
+    model_text = models.get("classify") if models.get("classify") == models.get("describe") else (
+        f"{models.get('describe')} describes, {models.get('classify')} classifies"
+    )
+    against = data.get("against")
+    mode = f"every file against the base <b>{esc(against)}</b> (A = the other file, B = the base)" if against else (
+        "every pair of files (A = the first name in alphabetical order)"
+    )
+    parts = [
+        "<h1>asyncpipe pairs</h1>",
+        f'<p><span class="badge status-{esc(status)}">{esc(status)}</span> {len(pairs)} pairs: {esc(tally)} · '
+        f"model: {esc(model_text)} · updated {esc(data.get('updated_at'))}</p>",
+        f'<p class="sub">Compared: {mode}' + (", within each question." if data.get("by_question") else ".") + "</p>",
+        '<p class="sub">Each cell is the <b>held-out accuracy</b> of the pair\'s selected description: rows never shown '
+        "to the describer, each classified alone, with its Wilson 95% interval. 50% is chance; the further from it, "
+        "the better the description separates the two files. Click a cell for that pair's report.</p>",
+        legend(),
+    ]
+    if status == "running":
+        parts.append('<p class="note">Still running: this page is rewritten as each pair finishes; reload it.</p>')
+    for warning in data.get("warnings") or []:
+        parts.append(f'<p class="note">{esc(warning)}</p>')
+    failed = counts.get("failed", 0)
+    if failed:
+        parts.append(f'<p class="note problem">{failed} pair(s) failed; their reasons are in the table.</p>')
+    return "".join(parts)
+
+
+def pairs_page(data: dict) -> str:
+    pairs = data.get("pairs") or []
+    groups: dict[str | None, list[dict]] = {}
+    for p in pairs:
+        groups.setdefault(p.get("question"), []).append(p)
+    body = [_header(data)]
+    for question in sorted(groups, key=lambda q: q or ""):
+        members = groups[question]
+        title = f"Question: {question}" if question is not None else "All files"
+        body.append(f"<section><h2>{esc(title)}</h2>")
+        body.append(matrix_table(members, against=bool(data.get("against"))))
+        body.append(pairs_table(members))
+        body.append("</section>")
+    body.append("<footer>Rendered from pairs.json by asyncpipe. Each pair's folder holds its own report, "
+                "classify.yaml and predictions.</footer>")
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>asyncpipe pairs ({len(pairs)})</title><style>{_CSS}</style></head>\n"
+        f"<body><main>{''.join(body)}</main></body></html>\n"
+    )
