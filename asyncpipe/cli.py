@@ -85,6 +85,7 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--swap-labels", action="store_true", help="also classify with A and B swapped and average (twice the cost)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT even if its settings differ")
     p.add_argument("--force", action="store_true", help="replace an earlier, different run in OUTPUT")
+    p.add_argument("--dry-run", action="store_true", help="count requests and tokens, print the estimated cost; send and write nothing")
     add_model_options(p)
 
 
@@ -172,7 +173,7 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         describe_temperature=settings["describe_temperature"], seed=settings["seed"],
         concurrency=pick("concurrency"), timeout=pick("timeout"), max_attempts=pick("max_attempts"),
         rpm=args.rpm, tpm=args.tpm, cache_path=args.cache, swap_labels=args.swap_labels,
-        force=args.force, resume=args.resume,
+        force=args.force, resume=args.resume, dry_run=getattr(args, "dry_run", False),
         extra={k: settings[k] for k in ("retry_base_delay", "retry_max_delay") if k in settings},
     )
 
@@ -209,6 +210,11 @@ def _run(args: argparse.Namespace) -> int:
     from asyncpipe.pipeline.compare import compare
     from asyncpipe.pipeline.summary import print_summary
 
+    if cfg.dry_run:
+        from asyncpipe.pipeline.estimate import estimate_run
+
+        print(estimate_run(cfg).render())
+        return 0
     outcome = anyio.run(lambda: compare(cfg, reporter))
     if not reporter.quiet:
         print_summary(outcome, reporter.console)

@@ -57,6 +57,36 @@ class Generation:
     from_cache: bool = False
 
 
+@dataclass(frozen=True)
+class SlotPrompt:
+    """Chat messages that differ from request to request only in one slot of the last message.
+
+    Classification sends the same instructions and description with a different row each time; knowing
+    which part varies lets the layers below encode the shared part once (request body, cache key)
+    instead of once per row. ``messages(fill)`` equals replacing the first ``placeholder`` in the last
+    message by ``fill``; without a placeholder every fill gives the same messages.
+    """
+
+    head: tuple[Message, ...]
+    role: str
+    before: str
+    after: str
+    has_slot: bool
+
+    @classmethod
+    def split(cls, messages: list[Message], placeholder: str) -> SlotPrompt:
+        *head, last = messages
+        content = last["content"]
+        at = content.find(placeholder)
+        if at < 0:
+            return cls(tuple(head), last["role"], content, "", False)
+        return cls(tuple(head), last["role"], content[:at], content[at + len(placeholder) :], True)
+
+    def messages(self, fill: str) -> list[Message]:
+        content = self.before + fill + self.after if self.has_slot else self.before
+        return [*self.head, {"role": self.role, "content": content}]
+
+
 class Provider(Protocol):
     """What every model backend implements (OpenAI-compatible HTTP, embedded llama.cpp)."""
 
@@ -70,6 +100,9 @@ class Provider(Protocol):
     async def score_labels(self, messages: list[Message]) -> LabelScore:
         """Classify: ask for one token and return p('A') over {'A', 'B'}."""
         ...
+
+    # Optional, for speed: ``prepare_score(prompt: SlotPrompt)`` returning an async ``score(fill)`` that
+    # behaves exactly like ``score_labels(prompt.messages(fill))``. The client uses it when present.
 
     async def generate(
         self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None

@@ -2,34 +2,48 @@
 
 The algorithm, in the way TCP and inspect_ai do it:
 
-- **Slow start.** The limit starts modest and doubles each time a full window of requests (as many as
-  the limit) succeeds *while the limit was actually used*; an idle limit does not grow.
+- **Slow start.** The limit starts modest and grows by one for every success *while the limit was
+  actually used* (every slot taken, or callers waiting): it doubles about once per round trip, as a
+  TCP window does, and an idle limit does not grow.
 - **Additive increase, multiplicative decrease.** After the first rate-limit answer (429) the limit
-  halves, and from then on grows by one per successful window. Several 429s from one burst halve it
-  only once: a decrease is ignored if another happened within the last ``cooldown`` seconds.
+  halves, and from then on grows by one per window of successes (``1/limit`` per success). Several
+  429s from one burst halve it only once: a decrease is ignored if another happened within the last
+  ``cooldown`` seconds.
 - **One shared pause.** A 429 carries a hint (``retry-after-ms``, ``retry-after``, ``x-ratelimit-reset-*``).
   :meth:`pause` makes *every* caller wait until that moment, so hundreds of workers do not retry in
   lock-step against a server that just asked for quiet.
 - **Budgets.** ``rpm`` and ``tpm`` pace requests and (estimated) tokens per minute with a virtual
-  clock (GCRA): each request takes the next free slot, with a burst of one second's worth.
+  clock (GCRA): each request takes the next free slot, with a burst of a tenth of a second's worth,
+  small enough that a server counting in fixed one-second windows is not overrun after a quiet spell.
+  Without an ``rpm``, :meth:`learn_rpm` adopts the limit the server announces
+  (``x-ratelimit-limit-requests``); concurrency alone cannot bound a rate when answers are fast.
 
-Edge cases: the limit never falls below ``minimum`` nor rises above ``maximum``; releasing wakes the
-waiters in arrival order; a cancelled waiter leaves the queue without taking a slot.
+Slots are handed over, not raced for: :meth:`release` gives a freed slot straight to the longest
+waiter, so callers are served in arrival order and a newcomer cannot overtake the queue. The fast path
+(a free slot, nobody waiting, no budget, no pause) takes no lock, creates no event and reads no clock.
+
+Edge cases: the limit never falls below ``minimum`` nor rises above ``maximum``; a waiter cancelled
+before its turn leaves the queue; one cancelled after it was handed a slot passes the slot on, so a
+cancellation never leaks a slot. The clock and the sleep are parameters, for tests on virtual time.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 import anyio
+
+BURST_SECONDS = 0.1
 
 
 class _Pacer:
     """Spend ``amount`` of a per-minute budget: returns how long to wait before going."""
 
-    def __init__(self, per_minute: float) -> None:
+    def __init__(self, per_minute: float, burst_seconds: float = BURST_SECONDS) -> None:
+        self.per_minute = per_minute
         self.interval = 60.0 / per_minute  # seconds per unit
-        self.burst = per_minute / 60.0  # one second's worth
+        self.burst = per_minute / 60.0 * burst_seconds  # units that may go at once after a quiet spell
         self.next_free = 0.0
 
     def reserve(self, now: float, amount: float = 1.0) -> float:
@@ -48,97 +62,111 @@ class AdaptiveLimiter:
         rpm: float | None = None,
         tpm: float | None = None,
         cooldown: float = 1.0,
+        clock: Callable[[], float] = anyio.current_time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.maximum = max(1, maximum)
         self.minimum = max(1, min(minimum, self.maximum))
-        self.limit = float(min(self.maximum, initial if initial is not None else min(self.maximum, 16)))
+        self.limit = float(min(self.maximum, max(self.minimum, initial if initial is not None else 16)))
         self.in_flight = 0
         self.slow_start = True
         self.cooldown = cooldown
-        self._window_successes = 0
-        self._window_peak = 0
-        self._last_decrease = -1e9
+        self.peak_limit = int(self.limit)
+        self.decreases = 0
+        self._clock = clock
+        self._sleep = sleep
+        self._last_decrease = -1e18
         self._resume_at = 0.0
         self._waiters: deque[anyio.Event] = deque()
         self._rpm = _Pacer(rpm) if rpm else None
+        self._rpm_given = bool(rpm)
         self._tpm = _Pacer(tpm) if tpm else None
-        self.peak_limit = int(self.limit)
+
+    @property
+    def rpm(self) -> float | None:
+        """The requests-per-minute budget in force (given, or learned from the server)."""
+        return self._rpm.per_minute if self._rpm is not None else None
 
     # -- slots ------------------------------------------------------------------------------------
     async def acquire(self, tokens: int = 0) -> None:
-        while self.in_flight >= int(self.limit) or self._waiters:
+        if self.in_flight < int(self.limit) and not self._waiters:
+            self.in_flight += 1
+        else:
             event = anyio.Event()
             self._waiters.append(event)
             try:
                 await event.wait()
             except BaseException:
-                # cancelled: leave the queue, and pass on a wake-up this waiter may have received
-                if event in self._waiters:
+                if event.is_set():  # a slot was handed over just as we were cancelled: pass it on
+                    self.in_flight -= 1
+                    self._hand_over()
+                else:
                     self._waiters.remove(event)
-                self._wake()
                 raise
-            if event in self._waiters:
-                self._waiters.remove(event)
-            if self.in_flight < int(self.limit):
-                break
-        self.in_flight += 1
-        self._window_peak = max(self._window_peak, self.in_flight)
+        if self._rpm is None and self._tpm is None and not self._resume_at:
+            return
         try:
             await self._wait_for_turn(tokens)
         except BaseException:
             self.in_flight -= 1
-            self._wake()
+            self._hand_over()
             raise
 
     async def _wait_for_turn(self, tokens: int) -> None:
-        now = anyio.current_time()
+        now = self._clock()
         delay = max(0.0, self._resume_at - now)
         if self._rpm is not None:
             delay = max(delay, self._rpm.reserve(now))
         if self._tpm is not None and tokens:
             delay = max(delay, self._tpm.reserve(now, tokens))
         if delay > 0:
-            await anyio.sleep(delay)
+            await self._sleep(delay)
         # a pause may have been called while we slept
-        while (remaining := self._resume_at - anyio.current_time()) > 0:
-            await anyio.sleep(remaining)
+        while (remaining := self._resume_at - self._clock()) > 0:
+            await self._sleep(remaining)
+        self._resume_at = 0.0  # the pause is over: back to the fast path
 
     def release(self, *, ok: bool = True, rate_limited: bool = False) -> None:
+        used = self.in_flight >= int(self.limit) or bool(self._waiters)
         self.in_flight -= 1
         if rate_limited:
             self._decrease()
-        elif ok:
+        elif ok and used:
             self._increase()
-        self._wake()
+        if self._waiters:
+            self._hand_over()
 
-    def _wake(self) -> None:
-        free = int(self.limit) - self.in_flight
-        for event in list(self._waiters)[: max(0, free)]:
-            event.set()
+    def _hand_over(self) -> None:
+        """Give free slots to the longest waiters (the slot is counted for them before they wake)."""
+        while self._waiters and self.in_flight < int(self.limit):
+            self.in_flight += 1
+            self._waiters.popleft().set()
 
     # -- adaptation -------------------------------------------------------------------------------
     def _increase(self) -> None:
-        self._window_successes += 1
-        if self._window_successes < int(self.limit):
+        if self.limit >= self.maximum:
             return
-        used = self._window_peak >= int(self.limit) * 0.8
-        self._window_successes = 0
-        self._window_peak = self.in_flight
-        if not used:
-            return
-        self.limit = min(self.maximum, self.limit * 2 if self.slow_start else self.limit + 1)
-        self.peak_limit = max(self.peak_limit, int(self.limit))
+        self.limit = min(float(self.maximum), self.limit + (1.0 if self.slow_start else 1.0 / self.limit))
+        if int(self.limit) > self.peak_limit:
+            self.peak_limit = int(self.limit)
 
     def _decrease(self) -> None:
-        now = anyio.current_time()
+        now = self._clock()
         self.slow_start = False
         if now - self._last_decrease < self.cooldown:
             return
         self._last_decrease = now
-        self.limit = max(self.minimum, self.limit / 2)
-        self._window_successes = 0
+        self.decreases += 1
+        self.limit = max(float(self.minimum), self.limit / 2)
 
     def pause(self, seconds: float) -> None:
         """Hold every caller until ``seconds`` from now (the server's retry hint)."""
         if seconds > 0:
-            self._resume_at = max(self._resume_at, anyio.current_time() + seconds)
+            self._resume_at = max(self._resume_at, self._clock() + seconds)
+
+    def learn_rpm(self, rpm: float | None) -> None:
+        """Pace at the server's announced requests-per-minute limit, unless ``rpm`` was given."""
+        if self._rpm_given or not rpm:
+            return
+        if self._rpm is None or self._rpm.per_minute != rpm:
+            self._rpm = _Pacer(rpm)

@@ -4,22 +4,32 @@ Serves OpenAI, vLLM, llama.cpp's server, OpenRouter and Together with the same c
 millions of tiny requests, so the hot path is a bare aiohttp POST with minimal parsing (the openai SDK
 costs several milliseconds of client CPU per request). Each HTTP outcome is mapped to an error by what
 the caller can do about it; see :mod:`asyncpipe.errors`.
+
+For classification, :meth:`OpenAIHTTPProvider.prepare_score` encodes the request body of a step once,
+split around the row: each request is then three byte strings joined, not a JSON encoding of the whole
+prompt. JSON escapes a string character by character, so the joined bytes are exactly what encoding the
+full body gives. Answers are still parsed in full with ``json.loads``: correctness before the last
+microseconds.
+
+The server's own limit is read from ``x-ratelimit-limit-requests`` (OpenAI sends it with every answer)
+into :attr:`OpenAIHTTPProvider.server_rpm`, so the client can pace itself without an ``--rpm`` flag.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
+from json.encoder import encode_basestring_ascii  # what json.dumps (ensure_ascii) escapes strings with
 from typing import Any
 
 import aiohttp
 
 from asyncpipe.config import ModelFacts
 from asyncpipe.errors import FatalAPIError, RetryableAPIError, UserError
-from asyncpipe.llm.base import Generation, LabelScore, Message, Usage
+from asyncpipe.llm.base import Generation, LabelScore, Message, SlotPrompt, Usage
 from asyncpipe.llm.labels import p_a_from_top_logprobs
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -28,6 +38,8 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)", re.IGNORECASE)
 # 429 codes that no amount of waiting fixes
 PERMANENT_429 = {"insufficient_quota", "credit_limit", "billing_hard_limit_reached"}
+_SLOT = "\ue000asyncpipe-slot\ue001"
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def parse_duration(text: str) -> float | None:
@@ -50,7 +62,10 @@ def retry_hint(headers: Any, message: str = "") -> float | None:
         try:
             return float(after)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(after) if after else None
+            try:  # an HTTP date; anything else is ignored (parsedate_to_datetime raises on it)
+                parsed = email.utils.parsedate_to_datetime(after) if after else None
+            except (TypeError, ValueError):
+                parsed = None
             if parsed is not None:
                 return max(0.0, parsed.timestamp() - time.time())
     resets = [parse_duration(headers[h]) for h in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens") if headers.get(h)]
@@ -75,6 +90,14 @@ def _error_fields(raw: bytes) -> tuple[str, str | None, str | None]:
         return raw[:200].decode("utf-8", "replace").strip() or "(empty body)", None, None
 
 
+def _parse_rpm(value: str) -> float | None:
+    try:
+        rpm = float(value)
+    except ValueError:
+        return None
+    return rpm if rpm > 0 else None
+
+
 def _usage(body: dict) -> Usage:
     usage = body.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
@@ -83,6 +106,24 @@ def _usage(body: dict) -> Usage:
         int(usage.get("completion_tokens") or 0),
         int(details.get("cached_tokens") or 0),
     )
+
+
+def _label_score(body: dict[str, Any]) -> LabelScore:
+    """p(A) from a classification answer, or a retryable error when the answer has no usable logprobs."""
+    choices = body.get("choices")
+    if not choices:
+        raise RetryableAPIError("the answer has no choices")
+    logprobs = (choices[0] or {}).get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not content:
+        raise RetryableAPIError("the answer has no logprobs (does this model or provider return them?)")
+    first = content[0]
+    pairs = [(t.get("token", ""), t.get("logprob")) for t in first.get("top_logprobs") or []]
+    chosen = first.get("token")
+    if chosen is not None and all(token != chosen for token, _ in pairs):
+        pairs.append((chosen, first.get("logprob")))
+    p_a, error = p_a_from_top_logprobs(pairs)
+    return LabelScore(p_a=p_a, error=error, usage=_usage(body), method="logprobs")
 
 
 class OpenAIHTTPProvider:
@@ -112,6 +153,9 @@ class OpenAIHTTPProvider:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._url = self.base_url + "/chat/completions"
+        #: requests per minute the server says this key may send (``x-ratelimit-limit-requests``)
+        self.server_rpm: float | None = None
+        self._rpm_header: str | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -124,17 +168,29 @@ class OpenAIHTTPProvider:
             await self._session.close()
             self._session = None
 
-    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        session = self._get_session()
+    async def _exchange(self, data: bytes) -> tuple[int, Any, bytes]:
+        """POST one encoded body; (status, headers, raw answer). The only method that touches the network."""
+        session = self._session if self._session is not None and not self._session.closed else self._get_session()
         try:
-            async with session.post(self._url, data=json.dumps(body)) as response:
-                raw = await response.read()
-                status = response.status
-                headers = response.headers
-        except asyncio.TimeoutError:
+            async with session.post(self._url, data=data) as response:
+                return response.status, response.headers, await response.read()
+        except TimeoutError:
             raise RetryableAPIError(f"no answer within {self._timeout_seconds:g}s (--timeout)") from None
         except aiohttp.ClientError as exc:
             raise RetryableAPIError(f"connection error: {type(exc).__name__}: {exc}".strip()) from None
+
+    def _note_limits(self, headers: Any) -> None:
+        value = headers.get("x-ratelimit-limit-requests")
+        if value is not None and value != self._rpm_header:
+            self._rpm_header = value
+            self.server_rpm = _parse_rpm(value)
+
+    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post_bytes(_JSON.encode(body).encode("ascii"))
+
+    async def _post_bytes(self, data: bytes) -> dict[str, Any]:
+        status, headers, raw = await self._exchange(data)
+        self._note_limits(headers)
         if status == 200:
             try:
                 parsed = json.loads(raw)
@@ -170,21 +226,26 @@ class OpenAIHTTPProvider:
         }
 
     async def score_labels(self, messages: list[Message]) -> LabelScore:
-        body = await self._post(self.classify_body(messages))
-        choices = body.get("choices")
-        if not choices:
-            raise RetryableAPIError("the answer has no choices")
-        logprobs = (choices[0] or {}).get("logprobs")
-        content = logprobs.get("content") if isinstance(logprobs, dict) else None
-        if not content:
-            raise RetryableAPIError("the answer has no logprobs (does this model or provider return them?)")
-        first = content[0]
-        pairs = [(t.get("token", ""), t.get("logprob")) for t in first.get("top_logprobs") or []]
-        chosen = first.get("token")
-        if chosen is not None and all(token != chosen for token, _ in pairs):
-            pairs.append((chosen, first.get("logprob")))
-        p_a, error = p_a_from_top_logprobs(pairs)
-        return LabelScore(p_a=p_a, error=error, usage=_usage(body), method="logprobs")
+        return _label_score(await self._post(self.classify_body(messages)))
+
+    def prepare_score(self, prompt: SlotPrompt) -> Callable[[str], Awaitable[LabelScore]]:
+        """``score(fill)`` ≡ ``score_labels(prompt.messages(fill))``, with the body encoded once."""
+        text = _JSON.encode(self.classify_body(prompt.messages(_SLOT)))
+        slot = encode_basestring_ascii(_SLOT)[1:-1]
+        at = text.find(slot)
+        if not prompt.has_slot or at < 0 or text.find(slot, at + 1) >= 0:
+            constant = text.encode("ascii")
+
+            async def score_constant(fill: str) -> LabelScore:
+                return _label_score(await self._post_bytes(constant))
+
+            return score_constant
+        head, tail = text[:at].encode("ascii"), text[at + len(slot) :].encode("ascii")
+
+        async def score(fill: str) -> LabelScore:
+            return _label_score(await self._post_bytes(head + encode_basestring_ascii(fill)[1:-1].encode("ascii") + tail))
+
+        return score
 
     async def generate(
         self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
@@ -210,6 +271,6 @@ class OpenAIHTTPProvider:
                 if response.status != 200:
                     raise UserError(f"{self.base_url}/models answered HTTP {response.status}; pass --model NAME")
                 body = await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise UserError(f"cannot reach {self.base_url} ({type(exc).__name__}); is the server running?") from None
         return [str(m.get("id")) for m in body.get("data", []) if isinstance(m, dict)]

@@ -18,7 +18,7 @@ import anyio
 from asyncpipe.errors import AsyncpipeError, FatalAPIError
 from asyncpipe.llm.base import Message
 from asyncpipe.llm.client import LLMClient
-from asyncpipe.prompts.build import with_row
+from asyncpipe.prompts.build import ROW_PLACEHOLDER, fence_safe
 
 # When this many rows in a row have all failed after their retries, the endpoint is not going to
 # answer: stop with one clear message instead of spending on every remaining row.
@@ -60,13 +60,17 @@ async def classify_rows(
     scores = Scores(array("d", [math.nan]) * n)
     indices = iter(range(n))
     streak = 0
+    # the same requests and cache keys as score_labels(with_row(messages, text)), the shared part encoded once
+    scorer = client.row_scorer(messages, ROW_PLACEHOLDER)
+    swapped = client.row_scorer(swapped_messages, ROW_PLACEHOLDER) if swapped_messages is not None else None
 
     async def score(i: int) -> None:
         nonlocal streak
-        result = await client.score_labels(with_row(messages, texts[i]))
+        row = fence_safe(texts[i])
+        result = await scorer.score(row)
         p, error = result.p_a, result.error
-        if swapped_messages is not None:
-            other = await client.score_labels(with_row(swapped_messages, texts[i]))
+        if swapped is not None:
+            other = await swapped.score(row)
             p = _combine(p, other.p_a)
             error = None if p is not None else f"{error}; swapped prompt: {other.error}"
         if p is None:

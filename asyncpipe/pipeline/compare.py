@@ -341,6 +341,8 @@ def make_pool(cfg: RunConfig, api_key: str | None = None) -> ModelPool:
 async def compare(cfg: RunConfig, reporter: Reporter, *, pool: ModelPool | None = None) -> Outcome:
     """Run a whole comparison. Bad input raises UserError before anything is written. With a shared
     ``pool`` (``asyncpipe pairs``), the pool's limiter and cache serve this run too."""
+    if cfg.dry_run:  # the command line prints estimate_run(cfg) instead; a dry run must never spend
+        raise UserError("a dry run sends nothing: use asyncpipe.pipeline.estimate.estimate_run(cfg)")
     stats = reporter.stats
     run = Run(cfg, reporter, stats, pool or make_pool(cfg), owns_pool=pool is None)
     try:

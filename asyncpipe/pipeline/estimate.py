@@ -1,0 +1,284 @@
+"""``asyncpipe compare --dry-run``: what a comparison would send and cost, before anything is spent.
+
+The plan is the one ``compare`` would follow (same loading, pairing and batching), so the request
+counts are exact: one describe request per step; per step, every row of the step's batch and every
+held-out row from both files classified once (twice with ``--swap-labels``); then every row of both
+files once more in the final pass, less the rows the selected step already classified with the same
+description (the held-out rows and that step's batch), which come from the response cache.
+
+Tokens are counted with tiktoken when ``config/models.yaml`` names a tokenizer for the model (OpenAI
+models), else estimated at four characters per token. tiktoken downloads its encoding files on first
+use; offline, and with nothing in its cache, it cannot load them, and the four-characters estimate is
+used instead, which the output says. Row tokens are counted exactly on a sample of rows spread over the
+files and scaled to all their characters, so a dry run over millions of rows stays quick.
+
+The cost is an upper bound: every description is taken to be as long as ``--describe-max-tokens``
+allows, every request is paid at the list price (no provider prefix-cache discount), and answers already
+in the response cache are not subtracted. Nothing is sent and nothing is written.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from asyncpipe.config import ModelFacts, RunConfig, model_facts
+from asyncpipe.data.pairing import make_plan
+from asyncpipe.pipeline.inputs import load_sides
+from asyncpipe.prompts.build import ROW_PLACEHOLDER, classify_messages, describe_messages
+
+CHARS_PER_TOKEN = 4
+#: tokens a chat message adds around its content, and the reply's priming (OpenAI's accounting)
+PER_MESSAGE = 4
+PER_REQUEST = 3
+#: rows whose tokens are counted exactly; the rest is scaled from their characters
+SAMPLE_ROWS = 2000
+#: the metrics lines that come with each earlier description in the describe prompt (a generous guess)
+HISTORY_LINES_TOKENS = 80
+TOKENIZER_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class TokenCounter:
+    method: str
+    count: Callable[[str], int]
+    exact: bool
+    note: str | None = None
+
+
+def _usd(value: float) -> str:
+    text = f"{value:.3f}"
+    return "$" + (text[:-1] if text.endswith("0") else text)
+
+
+def _chars(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def _load_encoding(name: str):
+    """tiktoken's encoding, or the reason it cannot be had (it fetches its files over the network the
+    first time; the fetch has no timeout of its own, hence the thread)."""
+    result: dict = {}
+
+    def load() -> None:
+        try:
+            import tiktoken
+
+            result["encoding"] = tiktoken.get_encoding(name)
+        except Exception as exc:  # noqa: BLE001 - any failure means: estimate instead
+            result["error"] = f"{type(exc).__name__}"
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(TOKENIZER_TIMEOUT)
+    if "encoding" in result:
+        return result["encoding"], None
+    return None, result.get("error", f"no answer within {TOKENIZER_TIMEOUT:g} s")
+
+
+def token_counter(facts: ModelFacts) -> TokenCounter:
+    fallback = f"about {CHARS_PER_TOKEN} characters per token"
+    if not facts.tokenizer:
+        return TokenCounter(
+            fallback, _chars, False, f"config/models.yaml names no tokenizer for {facts.name}"
+        )
+    encoding, error = _load_encoding(facts.tokenizer)
+    if encoding is None:
+        note = (
+            f"tiktoken could not load {facts.tokenizer} ({error}): it downloads its encoding files on first "
+            f"use and this machine seems to be offline, so tokens are estimated at {CHARS_PER_TOKEN} characters each"
+        )
+        return TokenCounter(fallback, _chars, False, note)
+    return TokenCounter(
+        f"tiktoken {facts.tokenizer}", lambda text: len(encoding.encode(text, disallowed_special=())), True
+    )
+
+
+def _messages_tokens(messages: list, count: Callable[[str], int]) -> int:
+    return sum(count(m["content"]) + PER_MESSAGE for m in messages) + PER_REQUEST
+
+
+def _rows_tokens(texts: list[str], counter: TokenCounter) -> tuple[int, float]:
+    """(tokens of all rows, tokens per character), counting a spread-out sample exactly."""
+    total_chars = sum(len(t) for t in texts)
+    if not texts:
+        return 0, 1.0 / CHARS_PER_TOKEN
+    if not counter.exact or len(texts) <= SAMPLE_ROWS:
+        tokens = sum(counter.count(t) for t in texts)
+        return tokens, tokens / max(1, total_chars)
+    step = len(texts) / SAMPLE_ROWS
+    sample = [texts[int(i * step)] for i in range(SAMPLE_ROWS)]
+    ratio = sum(counter.count(t) for t in sample) / max(1, sum(len(t) for t in sample))
+    return round(total_chars * ratio), ratio
+
+
+@dataclass(frozen=True)
+class Side:
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    counter: TokenCounter
+    facts: ModelFacts
+
+    @property
+    def cost(self) -> float | None:
+        price = self.facts.price
+        if price is None:
+            return None
+        return (self.input_tokens * price.input + self.output_tokens * price.output) / 1e6
+
+
+@dataclass(frozen=True)
+class Estimate:
+    steps: int
+    pairs: int
+    validation_pairs: int
+    rows_a: int
+    rows_b: int
+    classify_during_steps: int
+    classify_final: int
+    final_from_cache: int
+    describe: Side
+    classify: Side
+    description_tokens: int
+
+    @property
+    def cost(self) -> float | None:
+        costs = [self.describe.cost, self.classify.cost]
+        return None if any(c is None for c in costs) else sum(costs)  # type: ignore[arg-type]
+
+    def render(self) -> str:
+        d, c = self.describe, self.classify
+        lines = [
+            "dry run: nothing was sent and nothing was written",
+            f"plan: {self.steps} describe step(s) over {self.pairs} pairs ({self.validation_pairs} held out), "
+            f"then a final pass over all {self.rows_a} + {self.rows_b} rows",
+            "requests:",
+            f"  describe  {d.requests:>12,}  ({d.model})",
+            f"  classify  {c.requests:>12,}  ({c.model}): {self.classify_during_steps:,} during the steps, "
+            f"{self.classify_final:,} in the final pass (its other {self.final_from_cache:,} rows come from the cache)",
+            "tokens:",
+            f"  describe  {d.input_tokens:>12,} in  {d.output_tokens:>10,} out  ({d.counter.method})",
+            f"  classify  {c.input_tokens:>12,} in  {c.output_tokens:>10,} out  ({c.counter.method})",
+        ]
+        for side in (d, c) if d.model != c.model else (c,):
+            if side.counter.note:
+                lines.append(f"  note: {side.counter.note}")
+        lines.append("estimated cost (US$, list prices from config/models.yaml):")
+        for name, side in (("describe", d), ("classify", c)):
+            price = side.facts.price
+            if price is None or side.cost is None:
+                lines.append(f"  {name}  unknown: no price for {side.model} in config/models.yaml")
+            else:
+                lines.append(
+                    f"  {name}  ${side.cost:,.4f}  ({_usd(price.input)} in / {_usd(price.output)} out per million tokens)"
+                )
+        total = self.cost
+        lines.append(f"  total     {'unknown' if total is None else f'${total:,.4f}'}")
+        lines.append(
+            f"an upper bound: each description taken as {self.description_tokens:,} tokens (--describe-max-tokens), "
+            "every request paid in full (no prefix-cache discount), answers already in the cache not subtracted"
+        )
+        return "\n".join(lines)
+
+
+def estimate_run(cfg: RunConfig) -> Estimate:
+    """What ``compare(cfg)`` would send, from the same plan; reads the input files, nothing else."""
+    side_a, side_b, _ = load_sides(  # as Run.prepare loads them
+        cfg.file_a,
+        cfg.file_b,
+        text_column=cfg.text_column,
+        columns=list(cfg.columns) if cfg.columns else None,
+        with_question=cfg.with_question,
+        max_row_chars=cfg.max_row_chars,
+        max_rows=cfg.max_rows,
+    )
+    n_pairs = min(len(side_a.texts), len(side_b.texts))
+    plan = make_plan(
+        n_pairs,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        validation_fraction=cfg.validation_fraction,
+        validation_max=cfg.validation_max,
+        seed=cfg.seed,
+        max_steps=cfg.max_steps,
+    )
+    per_row = 2 if cfg.swap_labels else 1
+    describe_facts, classify_facts = model_facts(cfg.describe_model), model_facts(cfg.classify_model)
+    describe_counter = token_counter(describe_facts)
+    classify_counter = (
+        describe_counter if cfg.classify_model == cfg.describe_model else token_counter(classify_facts)
+    )
+    description = cfg.describe_max_tokens
+
+    # classify: the prompt around the row, with a description of the assumed length
+    prompt = classify_messages(cfg.templates, "")
+    prefix = (
+        _messages_tokens(prompt, classify_counter.count)
+        - classify_counter.count(ROW_PLACEHOLDER)
+        + description
+    )
+    _, ratio = _rows_tokens(side_a.texts + side_b.texts, classify_counter)
+
+    def rows_tokens(texts: list[str]) -> int:
+        return round(sum(len(t) for t in texts) * ratio)
+
+    validation = list(plan.validation)
+    val_texts = [side_a.texts[i] for i in validation] + [side_b.texts[i] for i in validation]
+    val_tokens = rows_tokens(val_texts)
+    step_requests = 0
+    step_tokens = 0
+    describe_in = 0
+    for number, (_, batch_index) in enumerate(plan.steps, start=1):
+        batch = plan.batches[batch_index]
+        texts_a, texts_b = [side_a.texts[i] for i in batch], [side_b.texts[i] for i in batch]
+        n_rows = 2 * len(batch) + len(val_texts)
+        step_requests += n_rows * per_row
+        step_tokens += (n_rows * prefix + rows_tokens(texts_a + texts_b) + val_tokens) * per_row
+        messages = describe_messages(
+            cfg.templates,
+            examples_a=texts_a,
+            examples_b=texts_b,
+            extra_prompt=cfg.extra_prompt,
+            history=[],
+            wrong=[],
+        )
+        describe_in += _messages_tokens(messages, describe_counter.count)
+        if number > 1:  # earlier descriptions (the best one kept besides the last few) and wrong rows
+            shown = min(number - 1, cfg.history_size + 1)
+            mean_row = rows_tokens(texts_a + texts_b) / max(1, len(texts_a) + len(texts_b))
+            describe_in += describe_counter.count(cfg.templates.describe_history)
+            describe_in += shown * (description + HISTORY_LINES_TOKENS) + round(cfg.wrong_examples * mean_row)
+    all_texts = side_a.texts + side_b.texts
+    # the final pass asks with the selected step's description: that step's rows are already answered
+    smallest_batch = min((len(plan.batches[b]) for _, b in plan.steps), default=0)
+    from_cache = (len(val_texts) + 2 * smallest_batch) * per_row if plan.steps else 0
+    final_requests = len(all_texts) * per_row - from_cache
+    mean_tokens = rows_tokens(all_texts) / max(1, len(all_texts))
+    final_tokens = round(final_requests * (prefix + mean_tokens))
+    n_steps = len(plan.steps)
+    return Estimate(
+        steps=n_steps,
+        pairs=n_pairs,
+        validation_pairs=len(validation),
+        rows_a=len(side_a.texts),
+        rows_b=len(side_b.texts),
+        classify_during_steps=step_requests,
+        classify_final=final_requests,
+        final_from_cache=from_cache,
+        describe=Side(
+            cfg.describe_model, n_steps, describe_in, n_steps * description, describe_counter, describe_facts
+        ),
+        classify=Side(
+            cfg.classify_model,
+            step_requests + final_requests,
+            step_tokens + final_tokens,
+            step_requests + final_requests,  # one token per answer
+            classify_counter,
+            classify_facts,
+        ),
+        description_tokens=description,
+    )
