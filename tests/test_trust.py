@@ -101,3 +101,40 @@ def test_long_rows_are_cut_in_describe_and_classify_alike(tmp_path):
     assert any(marker.search(row_of(body)) for body in fake.classify_requests())
     assert max(len(row_of(body)) for body in fake.classify_requests()) < 450
     assert json.loads((tmp_path / "out" / "run.json").read_text())["plan"]["rows_cut"] == 1
+
+
+def test_describe_prompt_fits_a_small_context_by_cutting_every_example(tmp_path):
+    import anyio
+
+    from asyncpipe.cli import build_config, build_parser
+    from asyncpipe.llm.stats import RunStats
+    from asyncpipe.pipeline.compare import compare, make_pool
+    from asyncpipe.pipeline.progress import Reporter
+
+    a = write_jsonl(tmp_path / "a.jsonl", [{"answer": "apple " * 300 + str(i)} for i in range(12)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"answer": "banana " * 300 + str(i)} for i in range(12)])
+    fake = FakeOpenAI()
+    with ServerThread(fake) as server:
+        args = build_parser().parse_args([
+            "compare", str(a), str(b), "--base-url", server.base_url, "--model", "fake-model", "--output",
+            str(tmp_path / "out"), "--batch-size", "6", "--max-steps", "1", "--describe-max-tokens", "200"])
+        cfg = build_config(args, lambda _m: None)
+
+        async def run_with_small_context():
+            pool = make_pool(cfg, api_key="unused")
+            pool.provider("fake-model", "classify").context_tokens = 1500  # a small local model's window
+            try:
+                await compare(cfg, Reporter(RunStats(), quiet=True), pool=pool)
+            finally:
+                await pool.aclose()
+
+        anyio.run(run_with_small_context)
+    describe = fake.describe_requests()[0]["messages"]
+    total = sum(len(m["content"]) for m in describe)
+    assert total <= (1500 - 200) * 3
+    user = describe[-1]["content"]
+    # every example was cut, and each kept its own start: A's and B's blocks are both whole
+    assert user.count("characters cut") == 12
+    assert len(re.findall(r'<example index="\d">\napple', user)) == 6
+    assert len(re.findall(r'<example index="\d">\nbanana', user)) == 6
+    assert "</dataset_A>" in user and "</dataset_B>" in user

@@ -100,6 +100,8 @@ class LocalProvider:
     ) -> None:
         self.model_path = check_gguf(Path(model_path))
         self.n_ctx = n_ctx
+        #: the context window; the pipeline fits describe prompts into it (optional provider attribute)
+        self.context_tokens = n_ctx
         self.n_threads = n_threads
         self.model = model_name
         # n_ctx is part of the identity: it decides where over-long rows are cut.

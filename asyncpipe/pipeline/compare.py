@@ -22,7 +22,9 @@ import polars as pl
 from asyncpipe import __version__
 from asyncpipe.config import RunConfig, model_facts
 from asyncpipe.data.pairing import Plan, make_plan
+from asyncpipe.data.render import CUT_MARKER, cut_text
 from asyncpipe.errors import FatalAPIError, UserError
+from asyncpipe.llm.base import Message
 from asyncpipe.llm.pool import ModelPool
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
@@ -47,6 +49,10 @@ from asyncpipe.prompts.build import (
     swap_dataset_names,
 )
 from asyncpipe.report import render_report
+
+# A conservative characters-per-token figure for fitting text into a context window (dense text and
+# other languages run below the usual four).
+CHARS_PER_TOKEN_LOW = 3.0
 
 
 @dataclass(frozen=True)
@@ -157,14 +163,7 @@ class Run:
         cfg = self.cfg
         total = len(self.plan.steps)
         self.reporter.log(f"step {number}/{total}: describing {len(pairs)} rows of A and of B")
-        messages = describe_messages(
-            cfg.templates,
-            examples_a=[self.side_a.texts[i] for i in pairs],
-            examples_b=[self.side_b.texts[i] for i in pairs],
-            extra_prompt=cfg.extra_prompt,
-            history=self.history(),
-            wrong=list(self.steps[-1].wrong) if self.steps else [],
-        )
+        messages = self.describe_prompt(pairs)
         generation = await self.describer.generate(
             messages, max_tokens=cfg.describe_max_tokens, temperature=cfg.describe_temperature, seed=cfg.seed + number
         )
@@ -186,6 +185,34 @@ class Run:
             + (f", {_fmt(validation['accuracy'])} held out" if validation else "")
         )
         return StepResult(number, epoch, description, tuple(pairs), train, validation, tuple(wrong))
+
+    def describe_prompt(self, pairs: tuple[int, ...], per_row_chars: int | None = None) -> list[Message]:
+        """The describe request; when the describer's context is known and the prompt would not fit,
+        every example is cut to the same share of the room left (cut visibly), rather than the prompt
+        losing its middle."""
+        examples_a = [self.side_a.texts[i] for i in pairs]
+        examples_b = [self.side_b.texts[i] for i in pairs]
+        wrong = list(self.steps[-1].wrong) if self.steps else []
+        if per_row_chars is not None:
+            examples_a = [cut_text(t, per_row_chars)[0] for t in examples_a]
+            examples_b = [cut_text(t, per_row_chars)[0] for t in examples_b]
+            wrong = [WrongRow(w.label, w.p_a, cut_text(w.text, per_row_chars)[0]) for w in wrong]
+        messages = describe_messages(
+            self.cfg.templates, examples_a=examples_a, examples_b=examples_b,
+            extra_prompt=self.cfg.extra_prompt, history=self.history(), wrong=wrong,
+        )
+        context = getattr(self.describer.provider, "context_tokens", None)
+        if per_row_chars is not None or not context:
+            return messages
+        room = int((context - self.cfg.describe_max_tokens) * CHARS_PER_TOKEN_LOW)
+        total = sum(len(m["content"]) for m in messages)
+        if total <= room:
+            return messages
+        rows = examples_a + examples_b + [w.text for w in wrong]
+        fixed = total - sum(len(t) for t in rows)
+        marker = len(CUT_MARKER) + 8  # the cut marker itself takes room
+        share = max(80, (room - fixed) // max(1, len(rows)) - marker)
+        return self.describe_prompt(pairs, per_row_chars=share)
 
     def wrong_rows(self, rows: list[tuple[str, int]], p: list[float | None]) -> list[WrongRow]:
         """The most confidently wrong training rows, alternating A and B (never validation rows)."""
