@@ -11,7 +11,7 @@ OUT ?= report
 DIR ?=
 ARGS ?=
 
-.PHONY: install test test-fast demo lint format bench bench-local compare pairs report clean
+.PHONY: install browser test test-fast demo lint format bench bench-local compare pairs report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install asyncpipe with its test extras
 
-test: $(STAMP)  ## run the whole test suite (fake API server, embedded model, real llama.cpp server)
+# The report's browser test opens index.html in Debian's headless Chromium (never a downloaded build).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the report's browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not installed (and not root): the browser test will be skipped"; fi; }
+
+test: $(STAMP) browser  ## run the whole test suite (fake API server, embedded model, real llama.cpp server, browser)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)  ## skip the slow tests that run the embedded model
