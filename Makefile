@@ -10,6 +10,7 @@ MODEL ?=
 OUT ?= report
 DIR ?=
 ARGS ?=
+CACHE ?=
 
 .PHONY: install browser test test-fast demo lint format bench bench-local compare pairs report clean
 
@@ -52,11 +53,14 @@ bench: $(STAMP)  ## engine throughput, latency, rate-limit and memory benchmarks
 bench-local: $(STAMP)  ## embedded model: prefix reuse against full evaluation, side by side
 	$(BIN)/python -m bench.bench_local
 
-compare: $(STAMP)  ## make compare A=a.jsonl B=b.jsonl MODEL=gpt-4o-mini OUT=report
-	$(BIN)/asyncpipe compare $(A) $(B) $(if $(MODEL),--model $(MODEL)) --output $(OUT) $(ARGS)
+# Several comparisons may run at once (make -j, or & in a shell), each with its own OUT; they may share
+# one CACHE=file.sqlite (SQLite WAL: concurrent writers wait for each other, and every answer is kept).
+compare: $(STAMP)  ## make compare A=a.jsonl B=b.jsonl MODEL=gpt-4o-mini OUT=report [CACHE=shared.sqlite]
+	$(BIN)/asyncpipe compare $(A) $(B) $(if $(MODEL),--model $(MODEL)) --output $(OUT) $(if $(CACHE),--cache $(CACHE)) $(ARGS)
 
 pairs: $(STAMP)  ## make pairs DIR=results/ruler_of_the_world MODEL=gpt-4o-mini OUT=pairs-report
-	$(BIN)/asyncpipe pairs $(DIR) $(if $(MODEL),--model $(MODEL)) --output $(OUT) $(ARGS)
+	$(BIN)/asyncpipe pairs $(DIR) $(if $(MODEL),--model $(MODEL)) \
+		--output $(if $(filter command line environment override,$(origin OUT)),$(OUT),pairs-report) $(if $(CACHE),--cache $(CACHE)) $(ARGS)
 
 report: $(STAMP)  ## make report OUT=report — re-render a report directory, no API calls
 	$(BIN)/asyncpipe report $(OUT)

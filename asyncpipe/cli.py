@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file_b", type=Path, metavar="B_FILE")
     add_compare_options(p)
 
+    p = sub.add_parser("pairs", help="compare every pair of files (or each against a base), with one summary page")
+    p.add_argument("paths", nargs="+", metavar="DIR_OR_GLOB", help="folders (searched below), globs or files")
+    p.add_argument("--against", metavar="BASE", help="compare each file (as A) against this base (as B): a path or a file name")
+    p.add_argument("--by-question", action="store_true", help="pair files only within their question folder")
+    p.add_argument("--parallel-pairs", type=_positive_int, default=4, help="most pairs running at once (default 4)")
+    add_compare_options(p)
+    p.set_defaults(file_a=None, file_b=None)
+
     p = sub.add_parser("classify", help="classify rows with a saved classify.yaml")
     p.add_argument("classifier", type=Path, metavar="CLASSIFY_YAML")
     p.add_argument("file", type=Path, metavar="FILE")
@@ -186,6 +194,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "report":
         from asyncpipe.report import render_report
 
+        if (args.directory / "pairs.json").is_file() and not (args.directory / "run.json").is_file():
+            from asyncpipe.report.pairs import render_pairs_summary
+
+            print(render_pairs_summary(args.directory))
+            return 0
         if not (args.directory / "run.json").is_file():
             raise UserError(f"{args.directory}: not an asyncpipe output directory (no run.json)")
         print(render_report(args.directory))
@@ -206,6 +219,16 @@ def _run(args: argparse.Namespace) -> int:
         outcome = anyio.run(lambda: classify_saved(args, reporter))
         print(outcome)
         return 0
+    if args.command == "pairs":
+        from asyncpipe.pipeline.pairs import plan_pairs, run_pairs
+
+        plan = plan_pairs(args.paths, output=args.output, against=args.against, by_question=args.by_question)
+        cfg = build_config(args, reporter.log)
+        pairs = anyio.run(lambda: run_pairs(cfg, plan, reporter, parallel=args.parallel_pairs))
+        print(pairs.index_html)
+        if pairs.failed:
+            print(f"asyncpipe: {pairs.failed} of {pairs.total} pairs failed; the reasons are in {pairs.index_html}", file=sys.stderr)
+        return 1 if pairs.failed else 0
     cfg = build_config(args, reporter.log)
     from asyncpipe.pipeline.compare import compare
     from asyncpipe.pipeline.summary import print_summary

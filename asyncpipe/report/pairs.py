@@ -43,11 +43,11 @@ table.matrix td a:hover { outline: 2px solid #0969da; }
 .acc { font-size: 1.15em; font-weight: 700; } .ci { font-size: 0.8em; }
 td.diag { background: #f6f8fa; color: var(--muted); }
 td.empty { background: #fff; }
-table.pairs { width: 100%; }
+div.scroll { overflow-x: auto; }
 table.pairs td.num { white-space: nowrap; font-variant-numeric: tabular-nums; }
-table.pairs td.name { max-width: 15em; overflow-wrap: anywhere; }
+table.pairs td.name { min-width: 9em; max-width: 16em; overflow-wrap: anywhere; }
 table.pairs td.state { white-space: nowrap; }
-table.pairs td.desc { min-width: 22em; }
+table.pairs td.desc { min-width: 18em; }
 .text { white-space: pre-wrap; overflow-wrap: anywhere; }
 details.more summary { color: var(--muted); cursor: pointer; font-style: italic; }
 .path { color: var(--muted); font-size: 0.85em; word-break: break-all; }
@@ -147,11 +147,11 @@ def matrix_table(pairs: list[dict], *, against: bool) -> str:
             lookup[(p["a"]["name"], p["b"]["name"])] = lookup[(p["b"]["name"], p["a"]["name"])] = p
     head = "".join(f'<th class="col" scope="col">{esc(c)}</th>' for c in cols)
     corner = "A ↓ &nbsp; B →" if against else ""
-    lines = [f'<table class="matrix"><thead><tr><th>{corner}</th>{head}</tr></thead><tbody>']
+    lines = [f'<div class="scroll"><table class="matrix"><thead><tr><th>{corner}</th>{head}</tr></thead><tbody>']
     for r in rows:
         cells = "".join(_cell(lookup.get((r, c)), diagonal=not against and r == c) for c in cols)
         lines.append(f'<tr><th class="row" scope="row">{esc(r)}</th>{cells}</tr>')
-    lines.append("</tbody></table>")
+    lines.append("</tbody></table></div>")
     return "".join(lines)
 
 
@@ -163,12 +163,18 @@ def legend() -> str:
     return f'<table class="legend"><tr>{cells}</tr></table>'
 
 
+def _with_interval(summary: dict) -> str:
+    if summary.get("accuracy") is None:
+        return "–"
+    return f'{pct(summary["accuracy"])} {interval(summary.get("accuracy_low"), summary.get("accuracy_high"))}'
+
+
 def pairs_table(pairs: list[dict]) -> str:
     head = (
         "<tr><th>A</th><th>B</th><th>status</th><th>held-out n</th><th>accuracy (95% CI)</th><th>p vs chance</th>"
         "<th>AUC</th><th>bias-corrected accuracy</th><th>selected description</th></tr>"
     )
-    lines = [f'<table class="pairs"><thead>{head}</thead><tbody>']
+    lines = [f'<div class="scroll"><table class="pairs"><thead>{head}</thead><tbody>']
     for p in pairs:
         raw, corrected = _raw(p), _corrected(p)
         earlier = '<div class="sub">from an earlier run</div>' if p.get("skipped") else ""
@@ -187,15 +193,14 @@ def pairs_table(pairs: list[dict]) -> str:
             f'<td class="name">{esc(p["b"]["name"])}<div class="path">{esc(p["b"]["path"])}</div></td>'
             f'<td class="state"><span class="badge status-{esc(p["status"])}">{esc(p["status"])}</span>{earlier}{link}</td>'
             f'<td class="num">{num(raw.get("n"))}</td>'
-            f'<td class="num">{pct(raw.get("accuracy"))} {interval(raw.get("accuracy_low"), raw.get("accuracy_high"))}</td>'
+            f'<td class="num">{_with_interval(raw)}</td>'
             f'<td class="num">{p_value(raw.get("p_value"))}</td>'
             f'<td class="num">{num(raw.get("auc"), 3)}</td>'
-            f'<td class="num">{pct(corrected.get("accuracy"))} '
-            f'{interval(corrected.get("accuracy_low"), corrected.get("accuracy_high"))}</td>'
+            f'<td class="num">{_with_interval(corrected)}</td>'
             f'<td class="desc">{detail}</td>'
             "</tr>"
         )
-    lines.append("</tbody></table>")
+    lines.append("</tbody></table></div>")
     return "".join(lines)
 
 
