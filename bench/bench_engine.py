@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import resource
@@ -192,12 +193,20 @@ class EngineRun:
     peak_limit: int
     started: float  # time.monotonic(), the clock the stub's rate windows use
     ended: float
+    rpm_source: str | None = None
 
 
 async def engine(
-    base_url: str, messages: list, rows: Sequence[str], concurrency: int, *, provider=None
+    base_url: str,
+    messages: list,
+    rows: Sequence[str],
+    concurrency: int,
+    *,
+    provider=None,
+    align: bool = False,
 ) -> EngineRun:
-    """asyncpipe as ``compare`` wires it: provider → limiter → retry → cache, fed by classify_rows."""
+    """asyncpipe as ``compare`` wires it: provider → limiter → retry → cache, fed by classify_rows.
+    ``align`` starts at a whole second of time.monotonic(), the start of one of the stub's rate windows."""
     if provider is None:
         facts = model_facts(MODEL)
         provider = OpenAIHTTPProvider(
@@ -208,6 +217,8 @@ async def engine(
         stats = RunStats()
         limiter = AdaptiveLimiter(concurrency, initial=min(concurrency, 16))
         client = LLMClient(provider, cache=cache, policy=RetryPolicy(), limiter=limiter, stats=stats)
+        if align:
+            await anyio.sleep(int(time.monotonic()) + 1.001 - time.monotonic())
         started = time.monotonic()
         start = time.perf_counter()
         scores = await classify_rows(client, messages, rows, workers=concurrency)
@@ -216,7 +227,14 @@ async def engine(
         await client.aclose()
         cache.close()
     return EngineRun(
-        len(rows) / elapsed, elapsed, stats, len(scores.errors), limiter.peak_limit, started, ended
+        len(rows) / elapsed,
+        elapsed,
+        stats,
+        len(scores.errors),
+        limiter.peak_limit,
+        started,
+        ended,
+        f"{limiter.rpm_source} rpm {limiter.rpm:,.0f}" if limiter.rpm else "nothing",
     )
 
 
@@ -259,20 +277,22 @@ def section_latency(scale: float, messages: list) -> dict:
 
 def section_rate_limited(scale: float, messages: list, *, announce: bool) -> dict:
     """The stub allows RPM/60 requests in each one-second window of time.monotonic() (one clock for
-    every process on Linux), so what was allowed during the run is that many per window it touched."""
+    every process on Linux). The run starts at the start of a window, so what was allowed is RPM/60 for
+    each window the run touched (a run that started mid-window would get that window's whole budget
+    in a fraction of a second and seem to beat the cap)."""
     per_window = int(RPM / 60.0)
     n = int(per_window * 10 * scale)  # about ten seconds at the allowed rate
     with stub(rpm=RPM, announce=announce) as url:
-        mine = run(engine, url, messages, make_rows(n, seed=4), CONCURRENCY)
+        mine = run(engine, url, messages, make_rows(n, seed=4), CONCURRENCY, align=True)
         server = stub_stats(url)
-    windows = int(mine.ended) - int(mine.started) + 1
     scored = n - mine.unscored
     return {
         "engine": mine,
         "per_window": per_window,
-        "windows": windows,
-        "ratio": scored / (per_window * windows),
+        "windows": math.ceil(mine.ended - mine.started),
+        "ratio": scored / (per_window * math.ceil(mine.ended - mine.started)),
         "share_429": server["answered_429"] / max(1, server["requests"]),
+        "rpm_source": mine.rpm_source,
         "server": server,
         "scored": scored,
     }
@@ -424,7 +444,7 @@ def main() -> None:
                     f"{rl['scored'] / e.seconds:,.0f} rows/s",
                     f"{rl['ratio']:.2f} of allowed",
                     f"cap {RPM:,} rpm = {rl['per_window']:,} per 1-s window; {rl['scored']:,} rows scored in "
-                    f"{rl['windows']} windows ({e.seconds:.1f} s), {e.unscored} unscored",
+                    f"{rl['windows']} windows ({e.seconds:.1f} s), {e.unscored} unscored; paced by {rl['rpm_source']}",
                 ),
                 (
                     "   answered 429",

@@ -22,7 +22,7 @@ from asyncpipe.errors import FatalAPIError, RetryableAPIError
 from asyncpipe.llm.base import SlotPrompt
 from asyncpipe.llm.cache import SLOT, ResponseCache, SlotKey, cache_key
 from asyncpipe.llm.client import CLASSIFY_PARAMS, LLMClient
-from asyncpipe.llm.limiter import AdaptiveLimiter
+from asyncpipe.llm.limiter import INFER_MIN_PER_SECOND, INFERRED_TTL, AdaptiveLimiter
 from asyncpipe.llm.openai_http import OpenAIHTTPProvider, parse_duration, retry_hint
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
@@ -229,6 +229,53 @@ def test_learned_rpm_paces_unless_one_was_given():
     given = AdaptiveLimiter(8, rpm=100)
     given.learn_rpm(600.0)
     assert given.rpm == 100
+
+
+def _successes_then_a_429(limiter: AdaptiveLimiter, clock: VirtualClock, per_second: int, seconds: float) -> None:
+    async def main() -> None:
+        for _ in range(int(per_second * seconds)):
+            await limiter.acquire()
+            clock.now += 1.0 / per_second
+            limiter.release(ok=True)
+        await limiter.acquire()
+        limiter.release(ok=False, rate_limited=True)
+
+    anyio.run(main)
+
+
+def test_a_rate_is_inferred_from_a_burst_of_429s_and_later_dropped():
+    clock = VirtualClock()
+    limiter = AdaptiveLimiter(64, initial=8, clock=clock, sleep=clock.sleep)
+    _successes_then_a_429(limiter, clock, per_second=500, seconds=3.0)
+    assert limiter.rpm_source == "inferred"
+    assert 0.85 * 30_000 <= (limiter.rpm or 0) <= 1.01 * 30_000  # what got through in the last second
+    clock.now += INFERRED_TTL + 1  # long quiet: the inferred pace is dropped, to find a raised limit
+
+    async def one_success() -> None:
+        await limiter.acquire()
+        limiter.release(ok=True)
+
+    anyio.run(one_success)
+    assert limiter.rpm is None and limiter.rpm_source is None
+
+
+def test_no_rate_is_inferred_from_a_trickle():
+    clock = VirtualClock()
+    limiter = AdaptiveLimiter(64, initial=8, clock=clock, sleep=clock.sleep)
+    _successes_then_a_429(limiter, clock, per_second=INFER_MIN_PER_SECOND // 2, seconds=3.0)
+    assert limiter.decreases == 1
+    assert limiter.rpm is None  # a small step or a stray 429 must not throttle the rest of the run
+
+
+def test_a_given_or_announced_rpm_is_not_replaced_by_an_inferred_one():
+    clock = VirtualClock()
+    given = AdaptiveLimiter(64, rpm=100_000, clock=clock, sleep=clock.sleep)
+    _successes_then_a_429(given, clock, per_second=100, seconds=2.0)
+    assert (given.rpm, given.rpm_source) == (100_000, "given")
+    announced = AdaptiveLimiter(64, clock=clock, sleep=clock.sleep)
+    announced.learn_rpm(100_000)
+    _successes_then_a_429(announced, clock, per_second=100, seconds=2.0)
+    assert (announced.rpm, announced.rpm_source) == (100_000, "server")
 
 
 # -- retry policy --------------------------------------------------------------------------------------

@@ -17,6 +17,15 @@ The algorithm, in the way TCP and inspect_ai do it:
   small enough that a server counting in fixed one-second windows is not overrun after a quiet spell.
   Without an ``rpm``, :meth:`learn_rpm` adopts the limit the server announces
   (``x-ratelimit-limit-requests``); concurrency alone cannot bound a rate when answers are fast.
+- **A rate inferred from 429s.** When no ``rpm`` is known (none given, none announced), the limiter
+  counts successes over the last second; at each burst of 429s that count is the rate the server has
+  just let through, and requests are paced at it from then on. Without this, fast answers exhaust a
+  per-window budget early in every window and the requests then in flight all come back 429. The
+  inferred pace is re-measured at every burst and dropped after ``INFERRED_TTL`` seconds without
+  one, so a limit that was raised is found again. It is inferred only from at least
+  ``INFER_MIN_PER_SECOND`` successes in that second: below that the count says more about how much
+  work there was (a small step, a stray 429) than about the server, and the pause and the halving
+  keep 429s rare at such rates anyway.
 
 Slots are handed over, not raced for: :meth:`release` gives a freed slot straight to the longest
 waiter, so callers are served in arrival order and a newcomer cannot overtake the queue. The fast path
@@ -35,6 +44,35 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 BURST_SECONDS = 0.1
+#: seconds without a 429 after which an inferred pace is dropped
+INFERRED_TTL = 60.0
+#: fewer successes than this in the second before a burst of 429s: no pace is inferred from it
+INFER_MIN_PER_SECOND = 50
+_SLOTS = 10  # the last second of successes, in tenths
+
+
+class _RecentSuccesses:
+    """Successes within the last second, counted in ten buckets of a tenth of a second."""
+
+    def __init__(self) -> None:
+        self.buckets = [0] * _SLOTS
+        self.slot = 0
+
+    def _advance(self, now: float) -> int:
+        slot = int(now * _SLOTS)
+        gap = slot - self.slot
+        if gap > 0:
+            for k in range(1, min(gap, _SLOTS) + 1):
+                self.buckets[(self.slot + k) % _SLOTS] = 0
+            self.slot = slot
+        return slot
+
+    def add(self, now: float) -> None:
+        self.buckets[self._advance(now) % _SLOTS] += 1
+
+    def per_second(self, now: float) -> int:
+        self._advance(now)
+        return sum(self.buckets)
 
 
 class _Pacer:
@@ -45,6 +83,11 @@ class _Pacer:
         self.interval = 60.0 / per_minute  # seconds per unit
         self.burst = per_minute / 60.0 * burst_seconds  # units that may go at once after a quiet spell
         self.next_free = 0.0
+
+    def set_rate(self, per_minute: float) -> None:
+        self.per_minute = per_minute
+        self.interval = 60.0 / per_minute
+        self.burst = per_minute / 60.0 * BURST_SECONDS
 
     def reserve(self, now: float, amount: float = 1.0) -> float:
         start = max(self.next_free, now - self.burst * self.interval)
@@ -81,6 +124,9 @@ class AdaptiveLimiter:
         self._rpm = _Pacer(rpm) if rpm else None
         self._rpm_given = bool(rpm)
         self._tpm = _Pacer(tpm) if tpm else None
+        #: "given", "server" (announced), "inferred" (from 429 bursts) or None
+        self.rpm_source: str | None = "given" if rpm else None
+        self._recent = _RecentSuccesses()
 
     @property
     def rpm(self) -> float | None:
@@ -131,10 +177,19 @@ class AdaptiveLimiter:
         self.in_flight -= 1
         if rate_limited:
             self._decrease()
-        elif ok and used:
-            self._increase()
+        elif ok:
+            if self.rpm_source is None or self.rpm_source == "inferred":
+                self._note_success()
+            if used:
+                self._increase()
         if self._waiters:
             self._hand_over()
+
+    def _note_success(self) -> None:
+        now = self._clock()
+        self._recent.add(now)
+        if self.rpm_source == "inferred" and now - self._last_decrease > INFERRED_TTL:
+            self._rpm, self.rpm_source = None, None  # quiet for a long while: probe for more again
 
     def _hand_over(self) -> None:
         """Give free slots to the longest waiters (the slot is counted for them before they wake)."""
@@ -158,6 +213,19 @@ class AdaptiveLimiter:
         self._last_decrease = now
         self.decreases += 1
         self.limit = max(float(self.minimum), self.limit / 2)
+        if self.rpm_source is None or self.rpm_source == "inferred":
+            self._infer_rpm(now)
+
+    def _infer_rpm(self, now: float) -> None:
+        """Pace at what the server let through in the last second (see the module docstring)."""
+        per_second = self._recent.per_second(now)
+        if per_second < INFER_MIN_PER_SECOND:
+            return
+        if self._rpm is None:
+            self._rpm = _Pacer(per_second * 60.0)
+        else:
+            self._rpm.set_rate(per_second * 60.0)
+        self.rpm_source = "inferred"
 
     def pause(self, seconds: float) -> None:
         """Hold every caller until ``seconds`` from now (the server's retry hint)."""
@@ -168,5 +236,8 @@ class AdaptiveLimiter:
         """Pace at the server's announced requests-per-minute limit, unless ``rpm`` was given."""
         if self._rpm_given or not rpm:
             return
-        if self._rpm is None or self._rpm.per_minute != rpm:
+        if self._rpm is None:
             self._rpm = _Pacer(rpm)
+        elif self._rpm.per_minute != rpm:
+            self._rpm.set_rate(rpm)
+        self.rpm_source = "server"
