@@ -240,7 +240,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     outcome = anyio.run(lambda: compare(cfg, reporter))
     if not reporter.quiet:
-        print_summary(outcome, reporter.console)
+        from asyncpipe.config import model_facts
+
+        print_summary(outcome, reporter.console, reporter.stats, reporter.stats.cost(model_facts(cfg.classify_model).price))
     print(outcome.index_html)
     return 0
 

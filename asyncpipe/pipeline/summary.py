@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from asyncpipe.llm.stats import RunStats
 from asyncpipe.pipeline.compare import Outcome
 
 
@@ -12,7 +13,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def print_summary(outcome: Outcome, console: Console) -> None:
+def print_summary(outcome: Outcome, console: Console, stats: RunStats | None = None, cost: float | None = None) -> None:
     final = outcome.final or {}
     table = Table(title="asyncpipe: how well the description separates A from B", title_justify="left")
     for column in ("split", "rows", "accuracy (95% CI)", "p vs chance", "corrected acc.", "unscored"):
@@ -31,4 +32,12 @@ def print_summary(outcome: Outcome, console: Console) -> None:
         text = outcome.selected.description
         console.print(f"[bold]Selected description (step {outcome.selected.step}):[/bold]", highlight=False)
         console.print(text if len(text) < 1200 else text[:1200] + " …", markup=False, highlight=False)
+    if stats is not None:
+        spent = "unknown (no price in config/models.yaml)" if cost is None else f"${cost:.4f}"
+        console.print(
+            f"Requests sent: {stats.requests} ({stats.retries} retries, {stats.rate_limited}×429) · answers from the cache: "
+            f"{stats.cache_hits} · tokens: {stats.prompt_tokens} in ({stats.cached_tokens} cached by the provider), "
+            f"{stats.completion_tokens} out · estimated cost of this run: {spent} · unscored rows: {stats.unscored}",
+            markup=False, highlight=False,
+        )
     console.print(f"Report: {outcome.index_html}", markup=False, highlight=False)
