@@ -56,6 +56,7 @@ def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None,
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     full_env.update({"OPENAI_API_KEY": PLANTED_KEY, "PYTHONPATH": str(REPO)})
     full_env.update(env or {})
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # env={"X": None} removes X
     return subprocess.run(
         [sys.executable, "-m", "asyncpipe", *map(str, args)],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,

@@ -75,6 +75,8 @@ class FakeOpenAI:
     requests: list[dict] = field(default_factory=list)
     count: int = 0
     answered_429: int = 0
+    #: every Authorization header seen
+    auth: set = field(default_factory=set)
     _window: tuple[int, int] = (0, 0)
 
     # -- behaviour ----------------------------------------------------------------------------------
@@ -111,6 +113,7 @@ class FakeOpenAI:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.count += 1
+        self.auth.add(request.headers.get("Authorization", ""))
         number = self.count
         if self.record:
             self.requests.append(body)

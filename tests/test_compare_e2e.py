@@ -193,10 +193,27 @@ def test_other_formats(server, fake, tmp_path, suffix):
 
 def test_api_key_never_written(server, fake, files, tmp_path):
     out = tmp_path / "out"
-    assert compare(server, files, out).returncode == 0
+    result = compare(server, files, out)
+    assert result.returncode == 0
     for path in out.rglob("*"):
         if path.is_file():
             assert PLANTED_KEY.encode() not in path.read_bytes(), path
+    assert PLANTED_KEY not in result.stdout + result.stderr
+    # ...while it really was sent, as the bearer token
+    assert fake.auth == {f"Bearer {PLANTED_KEY}"}
+
+
+def test_key_from_a_dotenv_file(server, fake, files, tmp_path):
+    (tmp_path / ".env").write_text(f"# a comment\nexport OPENAI_API_KEY='{PLANTED_KEY}-from-dotenv'\n")
+    a, b = files
+    common = ("--base-url", server.base_url, "--model", "fake-model", "--max-steps", "1", "--quiet")
+    result = run_cli("compare", a, b, "--output", tmp_path / "out", *common, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert fake.auth == {f"Bearer {PLANTED_KEY}"}, "a key in the environment wins over .env"
+    fake.auth.clear()
+    result = run_cli("compare", a, b, "--output", tmp_path / "out2", *common, cwd=tmp_path, env={"OPENAI_API_KEY": None})
+    assert result.returncode == 0, result.stderr
+    assert fake.auth == {f"Bearer {PLANTED_KEY}-from-dotenv"}
 
 
 def test_a_different_run_in_the_output_is_refused(server, fake, files, tmp_path):
