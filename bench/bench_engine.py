@@ -9,7 +9,7 @@ run:
 2. the openai SDK (``AsyncOpenAI(max_retries=0)``) with ``asyncio.gather`` under a semaphore;
 3. asyncpipe's engine: :func:`~asyncpipe.pipeline.classify.classify_rows` through a real
    :class:`~asyncpipe.llm.client.LLMClient` (fresh SQLite cache, adaptive limiter starting at 16 as in
-   ``compare``, retry policy) on distinct rows, against (1) and (2). (1) and (3) are run twice,
+   ``compare``, retry policy) on distinct rows, against (1) and (2). (1) and (3) are run three times,
    alternating, and the best of each is kept: other processes on a shared machine add noise to both;
 4. latency regime (stub latency uniform 0.1-0.3 s, concurrency 256): asyncpipe against the bare client
    under the same latency, and against the ideal concurrency / mean latency;
@@ -243,7 +243,7 @@ def run(coro_fn, *args, **kwargs):
     return anyio.run(lambda: coro_fn(*args, **kwargs))
 
 
-def section_throughput(scale: float, messages: list, rounds: int = 2) -> dict:
+def section_throughput(scale: float, messages: list, rounds: int = 3) -> dict:
     n_bare, n_sdk, n_engine = int(20_000 * scale), int(3_000 * scale), int(20_000 * scale)
     body = json.dumps(request_body(messages, make_rows(1)[0])).encode()
     bare: list[float] = []

@@ -19,9 +19,9 @@ import pytest
 
 from asyncpipe.config import Templates, load_settings, model_facts
 from asyncpipe.errors import FatalAPIError, RetryableAPIError
-from asyncpipe.llm.base import SlotPrompt
+from asyncpipe.llm.base import LabelScore, SlotPrompt, Usage
 from asyncpipe.llm.cache import SLOT, ResponseCache, SlotKey, cache_key
-from asyncpipe.llm.client import CLASSIFY_PARAMS, LLMClient
+from asyncpipe.llm.client import CLASSIFY_PARAMS, LLMClient, _score_json
 from asyncpipe.llm.limiter import INFER_MIN_PER_SECOND, INFERRED_TTL, AdaptiveLimiter
 from asyncpipe.llm.openai_http import OpenAIHTTPProvider, parse_duration, retry_hint
 from asyncpipe.llm.retry import RetryPolicy
@@ -432,6 +432,46 @@ def test_two_caches_on_one_file_write_concurrently(tmp_path: Path):
     assert caches[0].get("1-0") == {"i": 0, "writer": 1}
     for cache in caches:
         cache.close()
+
+
+def test_several_openers_of_one_new_file_all_get_in(tmp_path: Path):
+    """Two processes creating one cache file at once could get "database is locked" from the switch to
+    WAL (SQLite does not wait there); opening now tries again. Threads open it here, 40 times over."""
+    errors: list[BaseException] = []
+    for trial in range(40):
+        path = tmp_path / f"new-{trial}.sqlite"
+        start = threading.Barrier(3)
+
+        def open_and_write(which: int, path: Path = path, start: threading.Barrier = start) -> None:
+            try:
+                start.wait()
+                cache = ResponseCache(path)
+                cache.put(f"{which}", "score", {"which": which})
+                cache.close()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_and_write, args=(w,)) for w in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    "score",
+    [
+        LabelScore(0.1234567890123, None, Usage(310, 1, 256)),
+        LabelScore(None, "neither 'A' nor \"B\" among: ü 😀\n", Usage()),
+        LabelScore(1.0, None, Usage(1, 2, 3), "logits"),
+        LabelScore(1e-300, None),
+    ],
+)
+def test_the_cached_form_of_a_score_is_its_json(score: LabelScore):
+    usage = [score.usage.prompt_tokens, score.usage.completion_tokens, score.usage.cached_tokens]
+    plain = {"p_a": score.p_a, "error": score.error, "method": score.method, "usage": usage}
+    assert _score_json(score) == json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
 
 
 @pytest.mark.parametrize("fill", TRICKY_ROWS)

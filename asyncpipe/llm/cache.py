@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sqlite3
+import time
 from json.encoder import encode_basestring  # what json.dumps(ensure_ascii=False) escapes strings with
 from pathlib import Path
 from typing import Any
@@ -68,20 +70,45 @@ class SlotKey:
         return digest.hexdigest()
 
 
+#: how long opening a cache may wait for another process that is setting up the same file
+OPEN_TIMEOUT = 60.0
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open and set up the file. Two processes creating one new file at once can get "database is
+    locked" from the switch to WAL or the CREATE TABLE, without SQLite's busy handler ever being asked
+    (it refuses to wait where waiting could deadlock); the whole setup is then tried again."""
+    deadline = time.monotonic() + OPEN_TIMEOUT
+    delay = 0.005
+    while True:
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=OPEN_TIMEOUT, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=10000")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL) "
+                "WITHOUT ROWID"
+            )
+            return conn
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.25)
+        except BaseException:
+            conn.close()
+            raise
+
+
 class ResponseCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(path), isolation_level=None, timeout=60, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA busy_timeout=60000")
-            self._conn.execute("PRAGMA wal_autocheckpoint=10000")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL) "
-                "WITHOUT ROWID"
-            )
+            self._conn = _connect(path)
         except sqlite3.DatabaseError as exc:
             raise UserError(f"cache {path}: cannot open ({exc}); pass another --cache path") from None
         except OSError as exc:
@@ -91,11 +118,10 @@ class ResponseCache:
         row = self._conn.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def put(self, key: str, kind: str, value: dict[str, Any]) -> None:
-        self._conn.execute(
-            "INSERT OR REPLACE INTO responses (key, kind, value) VALUES (?, ?, ?)",
-            (key, kind, json.dumps(value, ensure_ascii=False, separators=(",", ":"))),
-        )
+    def put(self, key: str, kind: str, value: dict[str, Any] | str) -> None:
+        """Store and commit one answer: a dict, or its JSON text when the caller encoded it already."""
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        self._conn.execute("INSERT OR REPLACE INTO responses (key, kind, value) VALUES (?, ?, ?)", (key, kind, text))
 
     def __len__(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]

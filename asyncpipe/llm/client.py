@@ -14,8 +14,10 @@ exactly those of ``score_labels(messages with the row filled in)``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from functools import partial
+from json.encoder import encode_basestring
 
 from asyncpipe.errors import FatalAPIError, RetryableAPIError
 from asyncpipe.llm.base import Generation, LabelScore, Message, Provider, SlotPrompt, Usage
@@ -93,13 +95,7 @@ class LLMClient:
             return LabelScore(None, f"gave up after {self.policy.max_attempts} attempts: {exc}")
         self.stats.add_usage(result.usage)
         if self.cache is not None:
-            usage = result.usage
-            self.cache.put(
-                key,
-                "score",
-                {"p_a": result.p_a, "error": result.error, "method": result.method,
-                 "usage": [usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens]},
-            )
+            self.cache.put(key, "score", _score_json(result))
         return result
 
     async def generate(
@@ -161,6 +157,21 @@ class RowScorer:
         else:
             call = partial(client.provider.score_labels, self._prompt.messages(fill))
         return await client._score(key, call, self._tokens + len(fill) // 4)
+
+
+def _score_json(result: LabelScore) -> str:
+    """The cached form of a score, as json.dumps would write it, without json.dumps's cost (a tenth of
+    the client's own time per row)."""
+    p_a = result.p_a
+    if p_a is not None and not math.isfinite(p_a):
+        p_a = None  # never stored as NaN: JSON has no such number
+    usage = result.usage
+    return (
+        f'{{"p_a":{"null" if p_a is None else repr(float(p_a))},'
+        f'"error":{"null" if result.error is None else encode_basestring(result.error)},'
+        f'"method":{encode_basestring(result.method)},'
+        f'"usage":[{int(usage.prompt_tokens)},{int(usage.completion_tokens)},{int(usage.cached_tokens)}]}}'
+    )
 
 
 def _estimate_tokens(messages: list[Message]) -> int:
