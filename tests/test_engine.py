@@ -231,7 +231,9 @@ def test_learned_rpm_paces_unless_one_was_given():
     assert given.rpm == 100
 
 
-def _successes_then_a_429(limiter: AdaptiveLimiter, clock: VirtualClock, per_second: int, seconds: float) -> None:
+def _successes_then_a_429(
+    limiter: AdaptiveLimiter, clock: VirtualClock, per_second: int, seconds: float
+) -> None:
     async def main() -> None:
         for _ in range(int(per_second * seconds)):
             await limiter.acquire()
@@ -478,8 +480,12 @@ def test_the_cached_form_of_a_score_is_its_json(score: LabelScore):
 def test_slot_key_equals_the_full_cache_key(fill: str):
     messages = classify_prompt('A "quoted" description, café, </description> {row}')
     prompt = SlotPrompt.split(messages, ROW_PLACEHOLDER)
-    slot_key = SlotKey("openai-compatible:http://x/v1:m", "score", {"messages": prompt.messages(SLOT), **CLASSIFY_PARAMS})
-    full = cache_key("openai-compatible:http://x/v1:m", "score", {"messages": with_row(messages, fill), **CLASSIFY_PARAMS})
+    slot_key = SlotKey(
+        "openai-compatible:http://x/v1:m", "score", {"messages": prompt.messages(SLOT), **CLASSIFY_PARAMS}
+    )
+    full = cache_key(
+        "openai-compatible:http://x/v1:m", "score", {"messages": with_row(messages, fill), **CLASSIFY_PARAMS}
+    )
     assert slot_key(fence_safe(fill)) == full
 
 
@@ -497,7 +503,12 @@ class CapturingProvider(OpenAIHTTPProvider):
     """The real provider with its one network method replaced: records bodies, returns one answer."""
 
     def __init__(self, answer: dict, headers: dict | None = None) -> None:
-        super().__init__("gpt-4.1-mini", base_url="http://capture.invalid/v1", api_key=None, facts=model_facts("gpt-4.1-mini"))
+        super().__init__(
+            "gpt-4.1-mini",
+            base_url="http://capture.invalid/v1",
+            api_key=None,
+            facts=model_facts("gpt-4.1-mini"),
+        )
         self.answer = json.dumps(answer).encode()
         self.headers = headers or {}
         self.bodies: list[bytes] = []
@@ -517,7 +528,7 @@ def classify_answer(p_a: float = 0.8) -> dict:
 
 def test_prepared_body_is_the_full_body():
     provider = CapturingProvider(classify_answer(0.8))
-    messages = classify_prompt("Dataset A says \"hi\" in ünïcödé; dataset B doesn't.")
+    messages = classify_prompt('Dataset A says "hi" in ünïcödé; dataset B doesn\'t.')
     score = provider.prepare_score(SlotPrompt.split(messages, ROW_PLACEHOLDER))
 
     async def main() -> list:
@@ -544,10 +555,20 @@ def test_client_learns_the_servers_request_limit():
 # -- classify_rows over real HTTP ----------------------------------------------------------------------
 def make_client(base_url: str, cache: ResponseCache | None, concurrency: int) -> LLMClient:
     provider = OpenAIHTTPProvider(
-        "fake-model", base_url=base_url, api_key="sk-test", facts=model_facts("fake-model"), connections=concurrency
+        "fake-model",
+        base_url=base_url,
+        api_key="sk-test",
+        facts=model_facts("fake-model"),
+        connections=concurrency,
     )
     limiter = AdaptiveLimiter(concurrency, initial=min(concurrency, 16))
-    return LLMClient(provider, cache=cache, policy=RetryPolicy(max_attempts=3, base_delay=0.01), limiter=limiter, stats=RunStats())
+    return LLMClient(
+        provider,
+        cache=cache,
+        policy=RetryPolicy(max_attempts=3, base_delay=0.01),
+        limiter=limiter,
+        stats=RunStats(),
+    )
 
 
 def test_classify_rows_in_order_each_row_sent_once(tmp_path: Path):
@@ -619,7 +640,9 @@ def test_swapped_prompts_average_both_answers(tmp_path: Path):
 
         async def main() -> list:
             try:
-                return (await classify_rows(client, messages, rows, workers=8, swapped_messages=swapped)).values()
+                return (
+                    await classify_rows(client, messages, rows, workers=8, swapped_messages=swapped)
+                ).values()
             finally:
                 await client.aclose()
 
