@@ -79,15 +79,14 @@ class _Pacer:
     """Spend ``amount`` of a per-minute budget: returns how long to wait before going."""
 
     def __init__(self, per_minute: float, burst_seconds: float = BURST_SECONDS) -> None:
-        self.per_minute = per_minute
-        self.interval = 60.0 / per_minute  # seconds per unit
-        self.burst = per_minute / 60.0 * burst_seconds  # units that may go at once after a quiet spell
+        self.burst_seconds = burst_seconds
         self.next_free = 0.0
+        self.set_rate(per_minute)
 
     def set_rate(self, per_minute: float) -> None:
         self.per_minute = per_minute
-        self.interval = 60.0 / per_minute
-        self.burst = per_minute / 60.0 * BURST_SECONDS
+        self.interval = 60.0 / per_minute  # seconds per unit
+        self.burst = per_minute / 60.0 * self.burst_seconds  # units that may go at once after a quiet spell
 
     def reserve(self, now: float, amount: float = 1.0) -> float:
         start = max(self.next_free, now - self.burst * self.interval)
@@ -130,7 +129,8 @@ class AdaptiveLimiter:
 
     @property
     def rpm(self) -> float | None:
-        """The requests-per-minute budget in force (given, or learned from the server)."""
+        """The requests-per-minute pace in force: given, announced by the server, or inferred from 429s
+        (``rpm_source`` says which); ``None`` when requests are not paced."""
         return self._rpm.per_minute if self._rpm is not None else None
 
     # -- slots ------------------------------------------------------------------------------------
