@@ -16,8 +16,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from json.encoder import encode_basestring
+
+import anyio
 
 from asyncpipe.errors import FatalAPIError, RetryableAPIError
 from asyncpipe.llm.base import Generation, LabelScore, Message, Provider, SlotPrompt, Usage
@@ -39,6 +42,7 @@ class LLMClient:
         policy: RetryPolicy,
         limiter: AdaptiveLimiter,
         stats: RunStats,
+        inflight: dict[str, _Flight] | None = None,
     ) -> None:
         self.provider = provider
         self.cache = cache
@@ -46,6 +50,9 @@ class LLMClient:
         self.limiter = limiter
         self.stats = stats
         self._server_rpm: float | None = None
+        # requests under way, by cache key: an identical request waits for that answer instead of
+        # paying for it again (duplicate rows; the same file in several pairs). Shared through the pool.
+        self.inflight: dict[str, _Flight] = inflight if inflight is not None else {}
 
     def _learn_limits(self) -> None:
         rpm = getattr(self.provider, "server_rpm", None)
@@ -88,15 +95,29 @@ class LLMClient:
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.stats.cache_hits += 1
             return LabelScore(hit["p_a"], hit["error"], Usage(*hit["usage"]), hit["method"], from_cache=True)
+        if (flight := self.inflight.get(key)) is not None:
+            await flight.done.wait()
+            if flight.result is not None:
+                self.stats.cache_hits += 1
+                return replace(flight.result, usage=Usage(), from_cache=True)
+            # the request it waited for was cancelled: ask for itself
+        flight = self.inflight[key] = _Flight()
         try:
-            result = await self.policy.run(lambda: self._attempt(call, tokens), on_retry=self._count_retry)
-        except RetryableAPIError as exc:
-            self.stats.failed += 1
-            return LabelScore(None, f"gave up after {self.policy.max_attempts} attempts: {exc}")
-        self.stats.add_usage(result.usage)
-        if self.cache is not None:
-            self.cache.put(key, "score", _score_json(result))
-        return result
+            try:
+                result = await self.policy.run(lambda: self._attempt(call, tokens), on_retry=self._count_retry)
+            except RetryableAPIError as exc:
+                self.stats.failed += 1
+                result = LabelScore(None, f"gave up after {self.policy.max_attempts} attempts: {exc}")
+            else:
+                self.stats.add_usage(result.usage)
+                if self.cache is not None:
+                    self.cache.put(key, "score", _score_json(result))
+            flight.result = result
+            return result
+        finally:
+            if self.inflight.get(key) is flight:
+                del self.inflight[key]
+            flight.done.set()
 
     async def generate(
         self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
@@ -172,6 +193,16 @@ def _score_json(result: LabelScore) -> str:
         f'"method":{encode_basestring(result.method)},'
         f'"usage":[{int(usage.prompt_tokens)},{int(usage.completion_tokens)},{int(usage.cached_tokens)}]}}'
     )
+
+
+class _Flight:
+    """One request under way, for identical requests to wait on."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: LabelScore | None = None
 
 
 def _estimate_tokens(messages: list[Message]) -> int:

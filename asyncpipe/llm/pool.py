@@ -42,6 +42,7 @@ class ModelPool:
         self.cache: ResponseCache | None = None
         self._providers: dict[str, Provider] = {}
         self._limiters: dict[str, AdaptiveLimiter] = {}
+        self._inflight: dict = {}  # requests under way, shared so that no two runs pay for one answer
 
     def provider(self, model: str, role: str) -> Provider:
         """The provider for ``model``, created on first use (checks the model can play ``role``)."""
@@ -62,7 +63,10 @@ class ModelPool:
         if model not in self._limiters:
             maximum = min(self.concurrency, provider.max_concurrency)
             self._limiters[model] = AdaptiveLimiter(maximum, initial=min(maximum, 16), rpm=self.rpm, tpm=self.tpm)
-        return LLMClient(provider, cache=self.cache, policy=self.policy, limiter=self._limiters[model], stats=stats)
+        return LLMClient(
+            provider, cache=self.cache, policy=self.policy, limiter=self._limiters[model], stats=stats,
+            inflight=self._inflight,
+        )
 
     async def aclose(self) -> None:
         for provider in self._providers.values():
