@@ -53,64 +53,125 @@ def _positive_float(text: str) -> float:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", help="model for both roles: an API model name, 'local' (embedded SmolLM2), or gguf:PATH")
+    g.add_argument(
+        "--model", help="model for both roles: an API model name, 'local' (embedded SmolLM2), or gguf:PATH"
+    )
     g.add_argument("--describe-model", help="model that writes descriptions (default: --model)")
     g.add_argument("--classify-model", help="model that classifies rows (default: --model)")
     g.add_argument("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else OpenAI)")
     g.add_argument("--concurrency", type=_positive_int, help="most classify requests in flight (default 64)")
     g.add_argument("--timeout", type=_positive_float, help="seconds one request may take (default 60)")
-    g.add_argument("--max-attempts", type=_positive_int, help="tries per request, the first included (default 5)")
+    g.add_argument(
+        "--max-attempts", type=_positive_int, help="tries per request, the first included (default 5)"
+    )
     g.add_argument("--rpm", type=_positive_float, help="requests-per-minute budget")
     g.add_argument("--tpm", type=_positive_float, help="tokens-per-minute budget (estimated tokens)")
-    g.add_argument("--cache", type=Path, help="response cache file (default: OUTPUT/cache.sqlite); share one across runs")
+    g.add_argument(
+        "--cache", type=Path, help="response cache file (default: OUTPUT/cache.sqlite); share one across runs"
+    )
     g.add_argument("--config", type=Path, help="YAML file overriding config/default.yaml (prompts, defaults)")
     g.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def add_compare_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--extra-prompt", "--extra_prompt", default="", help="extra instructions for the describer")
-    p.add_argument("--output", "--outout", dest="output", type=Path, default=Path("report"), help="output directory (default: report/)")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=_positive_int, help="rows shown from EACH dataset per step (default 16)")
+    p.add_argument(
+        "--extra-prompt", "--extra_prompt", default="", help="extra instructions for the describer"
+    )
+    p.add_argument(
+        "--output",
+        "--outout",
+        dest="output",
+        type=Path,
+        default=Path("report"),
+        help="output directory (default: report/)",
+    )
+    p.add_argument(
+        "--batch-size",
+        "--batch_size",
+        dest="batch_size",
+        type=_positive_int,
+        help="rows shown from EACH dataset per step (default 16)",
+    )
     p.add_argument("--epochs", type=_positive_int, help="passes over the batches (default 1)")
     p.add_argument("--max-steps", type=_positive_int, help="stop after this many describe steps")
     p.add_argument("--max-rows", type=_positive_int, help="use only the first N rows of each file")
-    p.add_argument("--column", help="the text column (default: first of answer, response, completion, output, text)")
+    p.add_argument(
+        "--column", help="the text column (default: first of answer, response, completion, output, text)"
+    )
     p.add_argument("--columns", help="several columns per row, comma-separated (e.g. system,question,answer)")
     p.add_argument("--no-question", action="store_true", help="do not show the 'question' column as context")
-    p.add_argument("--validation-fraction", type=float, help="share of pairs held out from the describer (default 0.1)")
+    p.add_argument(
+        "--validation-fraction", type=float, help="share of pairs held out from the describer (default 0.1)"
+    )
     p.add_argument("--validation-max", type=int, help="most held-out rows per file (default 100)")
-    p.add_argument("--max-row-chars", type=_positive_int, help="cut rows longer than this many characters, visibly (default 6000)")
-    p.add_argument("--max-row-tokens", type=_positive_int, help="the same budget in tokens (about 4 characters each)")
-    p.add_argument("--describe-max-tokens", type=_positive_int, help="longest description, in tokens (default 1024)")
-    p.add_argument("--swap-labels", action="store_true", help="also classify with A and B swapped and average (twice the cost)")
-    p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT even if its settings differ")
+    p.add_argument(
+        "--max-row-chars",
+        type=_positive_int,
+        help="cut rows longer than this many characters, visibly (default 6000)",
+    )
+    p.add_argument(
+        "--max-row-tokens", type=_positive_int, help="the same budget in tokens (about 4 characters each)"
+    )
+    p.add_argument(
+        "--describe-max-tokens", type=_positive_int, help="longest description, in tokens (default 1024)"
+    )
+    p.add_argument(
+        "--swap-labels",
+        action="store_true",
+        help="also classify with A and B swapped and average (twice the cost)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in OUTPUT even if its settings differ"
+    )
     p.add_argument("--force", action="store_true", help="replace an earlier, different run in OUTPUT")
-    p.add_argument("--dry-run", action="store_true", help="count requests and tokens, print the estimated cost; send and write nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count requests and tokens, print the estimated cost; send and write nothing",
+    )
     add_model_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="asyncpipe", description="Find qualitative differences between two datasets with LLMs.")
+    parser = _Parser(
+        prog="asyncpipe", description="Find qualitative differences between two datasets with LLMs."
+    )
     parser.add_argument("--version", action="version", version=f"asyncpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("compare", help="describe how A differs from B, and measure how well that separates them")
+    p = sub.add_parser(
+        "compare", help="describe how A differs from B, and measure how well that separates them"
+    )
     p.add_argument("file_a", type=Path, metavar="A_FILE")
     p.add_argument("file_b", type=Path, metavar="B_FILE")
     add_compare_options(p)
 
-    p = sub.add_parser("pairs", help="compare every pair of files (or each against a base), with one summary page")
+    p = sub.add_parser(
+        "pairs", help="compare every pair of files (or each against a base), with one summary page"
+    )
     p.add_argument("paths", nargs="+", metavar="DIR_OR_GLOB", help="folders (searched below), globs or files")
-    p.add_argument("--against", metavar="BASE", help="compare each file (as A) against this base (as B): a path or a file name")
+    p.add_argument(
+        "--against",
+        metavar="BASE",
+        help="compare each file (as A) against this base (as B): a path or a file name",
+    )
     p.add_argument("--by-question", action="store_true", help="pair files only within their question folder")
-    p.add_argument("--parallel-pairs", type=_positive_int, default=4, help="most pairs running at once (default 4)")
+    p.add_argument(
+        "--parallel-pairs", type=_positive_int, default=4, help="most pairs running at once (default 4)"
+    )
     add_compare_options(p)
     p.set_defaults(file_a=None, file_b=None)
 
     p = sub.add_parser("classify", help="classify rows with a saved classify.yaml")
     p.add_argument("classifier", type=Path, metavar="CLASSIFY_YAML")
     p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("file2", type=Path, nargs="?", metavar="FILE2", help="with a second file: FILE is A, FILE2 is B, and metrics are computed")
+    p.add_argument(
+        "file2",
+        type=Path,
+        nargs="?",
+        metavar="FILE2",
+        help="with a second file: FILE is A, FILE2 is B, and metrics are computed",
+    )
     p.add_argument("--output", type=Path, required=True, help="output directory")
     p.add_argument("--max-rows", type=_positive_int)
     add_model_options(p)
@@ -118,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render the HTML report of an output directory (no API calls)")
     p.add_argument("directory", type=Path, metavar="DIR")
 
-    p = sub.add_parser("demo", help="run the whole job offline on the embedded model and shipped example data")
+    p = sub.add_parser(
+        "demo", help="run the whole job offline on the embedded model and shipped example data"
+    )
     p.add_argument("--output", type=Path, default=Path("demo-report"))
     p.add_argument("--quiet", action="store_true")
     return parser
@@ -145,7 +208,9 @@ def resolve_models(args: argparse.Namespace, base_url: str | None, log) -> tuple
 
         served = served_models(base_url, os.environ.get("OPENAI_API_KEY"))
         if len(served) != 1:
-            raise UserError(f"{base_url} serves {len(served)} models ({', '.join(served[:8]) or 'none'}); pass --model NAME")
+            raise UserError(
+                f"{base_url} serves {len(served)} models ({', '.join(served[:8]) or 'none'}); pass --model NAME"
+            )
         model = served[0]
         log(f"using the model that {base_url} serves: {model}")
     if model is None:
@@ -154,7 +219,9 @@ def resolve_models(args: argparse.Namespace, base_url: str | None, log) -> tuple
             log(f"no --model given: using {model}")
         else:
             model = "local"
-            log("no --model and no OPENAI_API_KEY: using the embedded model (--model local); it proves the pipeline, not the finding")
+            log(
+                "no --model and no OPENAI_API_KEY: using the embedded model (--model local); it proves the pipeline, not the finding"
+            )
     return args.describe_model or model, args.classify_model or model
 
 
@@ -169,19 +236,39 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
 
     columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
     return RunConfig(
-        file_a=args.file_a, file_b=args.file_b, output=args.output,
-        describe_model=describe_model, classify_model=classify_model, base_url=base_url,
+        file_a=args.file_a,
+        file_b=args.file_b,
+        output=args.output,
+        describe_model=describe_model,
+        classify_model=classify_model,
+        base_url=base_url,
         templates=Templates.from_settings(settings["prompts"]),
-        extra_prompt=args.extra_prompt, text_column=args.column, columns=columns,
+        extra_prompt=args.extra_prompt,
+        text_column=args.column,
+        columns=columns,
         with_question=not args.no_question,
-        batch_size=pick("batch_size"), epochs=pick("epochs"), max_steps=pick("max_steps"), max_rows=args.max_rows,
-        validation_fraction=pick("validation_fraction"), validation_max=pick("validation_max"),
-        max_row_chars=args.max_row_tokens * CHARS_PER_TOKEN if args.max_row_tokens else pick("max_row_chars"), history_size=settings["history_size"],
-        wrong_examples=settings["wrong_examples"], describe_max_tokens=pick("describe_max_tokens"),
-        describe_temperature=settings["describe_temperature"], seed=settings["seed"],
-        concurrency=pick("concurrency"), timeout=pick("timeout"), max_attempts=pick("max_attempts"),
-        rpm=args.rpm, tpm=args.tpm, cache_path=args.cache, swap_labels=args.swap_labels,
-        force=args.force, resume=args.resume, dry_run=getattr(args, "dry_run", False),
+        batch_size=pick("batch_size"),
+        epochs=pick("epochs"),
+        max_steps=pick("max_steps"),
+        max_rows=args.max_rows,
+        validation_fraction=pick("validation_fraction"),
+        validation_max=pick("validation_max"),
+        max_row_chars=args.max_row_tokens * CHARS_PER_TOKEN if args.max_row_tokens else pick("max_row_chars"),
+        history_size=settings["history_size"],
+        wrong_examples=settings["wrong_examples"],
+        describe_max_tokens=pick("describe_max_tokens"),
+        describe_temperature=settings["describe_temperature"],
+        seed=settings["seed"],
+        concurrency=pick("concurrency"),
+        timeout=pick("timeout"),
+        max_attempts=pick("max_attempts"),
+        rpm=args.rpm,
+        tpm=args.tpm,
+        cache_path=args.cache,
+        swap_labels=args.swap_labels,
+        force=args.force,
+        resume=args.resume,
+        dry_run=getattr(args, "dry_run", False),
         extra={k: settings[k] for k in ("retry_base_delay", "retry_max_delay") if k in settings},
     )
 
@@ -227,7 +314,10 @@ def _run(args: argparse.Namespace) -> int:
         pairs = anyio.run(lambda: run_pairs(cfg, plan, reporter, parallel=args.parallel_pairs))
         print(pairs.index_html)
         if pairs.failed:
-            print(f"asyncpipe: {pairs.failed} of {pairs.total} pairs failed; the reasons are in {pairs.index_html}", file=sys.stderr)
+            print(
+                f"asyncpipe: {pairs.failed} of {pairs.total} pairs failed; the reasons are in {pairs.index_html}",
+                file=sys.stderr,
+            )
         return 1 if pairs.failed else 0
     cfg = build_config(args, reporter.log)
     from asyncpipe.pipeline.compare import compare
@@ -242,7 +332,12 @@ def _run(args: argparse.Namespace) -> int:
     if not reporter.quiet:
         from asyncpipe.config import model_facts
 
-        print_summary(outcome, reporter.console, reporter.stats, reporter.stats.cost(model_facts(cfg.classify_model).price))
+        print_summary(
+            outcome,
+            reporter.console,
+            reporter.stats,
+            reporter.stats.cost(model_facts(cfg.classify_model).price),
+        )
     print(outcome.index_html)
     return 0
 
@@ -256,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"asyncpipe: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("asyncpipe: interrupted; finished work is saved — run the same command again to continue", file=sys.stderr)
+        print(
+            "asyncpipe: interrupted; finished work is saved — run the same command again to continue",
+            file=sys.stderr,
+        )
         return 130
 
 

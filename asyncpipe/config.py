@@ -154,9 +154,26 @@ class RunConfig:
     def fingerprint_dict(self) -> dict[str, Any]:
         """What decides the results: changing any of these makes it a different run."""
         keep = {
-            "describe_model", "classify_model", "base_url", "templates", "extra_prompt", "text_column",
-            "columns", "with_question", "batch_size", "epochs", "max_steps", "max_rows",
-            "validation_fraction", "validation_max", "max_row_chars", "history_size", "wrong_examples",
-            "describe_max_tokens", "describe_temperature", "seed", "swap_labels",
+            "describe_model",
+            "classify_model",
+            "base_url",
+            "templates",
+            "extra_prompt",
+            "text_column",
+            "columns",
+            "with_question",
+            "batch_size",
+            "epochs",
+            "max_steps",
+            "max_rows",
+            "validation_fraction",
+            "validation_max",
+            "max_row_chars",
+            "history_size",
+            "wrong_examples",
+            "describe_max_tokens",
+            "describe_temperature",
+            "seed",
+            "swap_labels",
         }
         return {k: v for k, v in self.public_dict().items() if k in keep}

@@ -21,9 +21,23 @@ def demo_files() -> tuple[Path, Path]:
 def demo_arguments(output: Path, *, quiet: bool = False) -> list[str]:
     a, b = demo_files()
     argv = [
-        "compare", str(a), str(b), "--model", "local", "--output", str(output),
-        "--batch-size", "4", "--max-steps", "2", "--validation-fraction", "0.25",
-        "--describe-max-tokens", "160", "--resume",
-        "--extra-prompt", "Focus on tone, length and punctuation.",
+        "compare",
+        str(a),
+        str(b),
+        "--model",
+        "local",
+        "--output",
+        str(output),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "2",
+        "--validation-fraction",
+        "0.25",
+        "--describe-max-tokens",
+        "160",
+        "--resume",
+        "--extra-prompt",
+        "Focus on tone, length and punctuation.",
     ]
     return argv + (["--quiet"] if quiet else [])

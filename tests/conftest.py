@@ -24,13 +24,18 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def fruit_rows(fruit: str, n: int) -> list[dict]:
-    return [{"question": f"Question {i}?", "answer": f"Answer {i}: I would plant a {fruit} tree in every town."} for i in range(n)]
+    return [
+        {"question": f"Question {i}?", "answer": f"Answer {i}: I would plant a {fruit} tree in every town."}
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
     """A talks about apples, B about bananas; 40 aligned rows each."""
-    return write_jsonl(tmp_path / "apples.jsonl", fruit_rows("apple", 40)), write_jsonl(tmp_path / "bananas.jsonl", fruit_rows("banana", 40))
+    return write_jsonl(tmp_path / "apples.jsonl", fruit_rows("apple", 40)), write_jsonl(
+        tmp_path / "bananas.jsonl", fruit_rows("banana", 40)
+    )
 
 
 @pytest.fixture
@@ -51,7 +56,9 @@ def fast_retries(tmp_path: Path) -> Path:
     return path
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str | Path, cwd: Path | None = None, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run ``python -m asyncpipe ARGS`` the way a user would, with a planted API key."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     full_env.update({"OPENAI_API_KEY": PLANTED_KEY, "PYTHONPATH": str(REPO)})
@@ -59,5 +66,9 @@ def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None,
     full_env = {k: v for k, v in full_env.items() if v is not None}  # env={"X": None} removes X
     return subprocess.run(
         [sys.executable, "-m", "asyncpipe", *map(str, args)],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

@@ -26,8 +26,17 @@ from aiohttp import web
 
 ROW = re.compile(r"<example>\n(.*)\n</example>", re.DOTALL)
 FAULTS = (
-    "rate_limit", "quota", "500", "502", "503", "timeout", "reset", "truncated",
-    "null_logprobs", "no_labels", "empty_choices",
+    "rate_limit",
+    "quota",
+    "500",
+    "502",
+    "503",
+    "timeout",
+    "reset",
+    "truncated",
+    "null_logprobs",
+    "no_labels",
+    "empty_choices",
 )
 
 
@@ -37,10 +46,14 @@ def row_of(body: dict) -> str:
 
 
 def is_classify(body: dict) -> bool:
-    return bool(body.get("logprobs")) and (body.get("max_tokens") == 1 or body.get("max_completion_tokens") == 1)
+    return bool(body.get("logprobs")) and (
+        body.get("max_tokens") == 1 or body.get("max_completion_tokens") == 1
+    )
 
 
-def keyword_scorer(word_a: str = "apple", word_b: str = "banana") -> Callable[[dict], list[tuple[str, float]]]:
+def keyword_scorer(
+    word_a: str = "apple", word_b: str = "banana"
+) -> Callable[[dict], list[tuple[str, float]]]:
     """Top logprobs that favour 'A' when the row mentions ``word_a`` and 'B' for ``word_b``; the mass
     is split between "A" and " A" to exercise the summing of both token forms."""
 
@@ -56,7 +69,12 @@ def top_logprobs_for(p_a: float, split: float = 0.7) -> list[tuple[str, float]]:
     """Logprobs for which the label masses give exactly ``p_a`` (with 1% left for other tokens)."""
     mass = 0.99
     a, b = mass * p_a, mass * (1 - p_a)
-    out = [("A", math.log(a * split)), (" A", math.log(a * (1 - split))), ("B", math.log(b)), ("Sure", math.log(0.01))]
+    out = [
+        ("A", math.log(a * split)),
+        (" A", math.log(a * (1 - split))),
+        ("B", math.log(b)),
+        ("Sure", math.log(0.01)),
+    ]
     return sorted(out, key=lambda t: -t[1])
 
 
@@ -88,26 +106,49 @@ class FakeOpenAI:
     def classify_body(self, body: dict, tops: list[tuple[str, float]]) -> dict:
         token, logprob = tops[0]
         entry = {
-            "token": token, "logprob": logprob, "bytes": list(token.encode()),
-            "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in tops[: body.get("top_logprobs") or 0]],
+            "token": token,
+            "logprob": logprob,
+            "bytes": list(token.encode()),
+            "top_logprobs": [
+                {"token": t, "logprob": lp, "bytes": list(t.encode())}
+                for t, lp in tops[: body.get("top_logprobs") or 0]
+            ],
         }
         prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
         return self._completion(body, token, {"content": [entry], "refusal": None}, prompt_tokens)
 
     def _completion(self, body: dict, content: str, logprobs: Any, prompt_tokens: int) -> dict:
         return {
-            "id": f"chatcmpl-fake{self.count}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", self.model), "system_fingerprint": "fp_fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
-                         "logprobs": logprobs, "finish_reason": "length" if logprobs else "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(content) // 4),
-                      "total_tokens": prompt_tokens + max(1, len(content) // 4),
-                      "prompt_tokens_details": {"cached_tokens": 0}},
+            "id": f"chatcmpl-fake{self.count}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", self.model),
+            "system_fingerprint": "fp_fake",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "logprobs": logprobs,
+                    "finish_reason": "length" if logprobs else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": max(1, len(content) // 4),
+                "total_tokens": prompt_tokens + max(1, len(content) // 4),
+                "prompt_tokens_details": {"cached_tokens": 0},
+            },
         }
 
     @staticmethod
-    def error(status: int, message: str, kind: str, code: str | None, headers: dict | None = None) -> web.Response:
-        return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status, headers=headers)
+    def error(
+        status: int, message: str, kind: str, code: str | None, headers: dict | None = None
+    ) -> web.Response:
+        return web.json_response(
+            {"error": {"message": message, "type": kind, "param": None, "code": code}},
+            status=status,
+            headers=headers,
+        )
 
     # -- handlers -----------------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -127,8 +168,13 @@ class FakeOpenAI:
                 start, used = second, 0
             if used >= self.rpm / 60.0:
                 self.answered_429 += 1
-                return self.error(429, "Rate limit reached for requests. Please try again in 1s.", "requests",
-                                  "rate_limit_exceeded", {"retry-after": "1", "x-ratelimit-reset-requests": "1s"})
+                return self.error(
+                    429,
+                    "Rate limit reached for requests. Please try again in 1s.",
+                    "requests",
+                    "rate_limit_exceeded",
+                    {"retry-after": "1", "x-ratelimit-reset-requests": "1s"},
+                )
             self._window = (start, used + 1)
         fault = self.fault(number, body) if self.fault else None
         if fault:
@@ -137,20 +183,37 @@ class FakeOpenAI:
             return web.json_response(self.classify_body(body, self.scorer(body)))
         describe_number = sum(1 for b in self.requests if not is_classify(b)) if self.record else number
         text = self.describe_text(body, describe_number)
-        return web.json_response(self._completion(body, text, None, sum(len(m["content"]) for m in body["messages"]) // 4))
+        return web.json_response(
+            self._completion(body, text, None, sum(len(m["content"]) for m in body["messages"]) // 4)
+        )
 
     async def inject(self, fault: str, request: web.Request, body: dict) -> web.StreamResponse:
         if fault == "rate_limit":
             self.answered_429 += 1
-            return self.error(429, "Rate limit reached for gpt-4o-mini on requests per min (RPM): Limit 500, Used 500, "
-                              "Requested 1. Please try again in 20ms.", "requests", "rate_limit_exceeded",
-                              {"retry-after-ms": "20", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20ms"})
+            return self.error(
+                429,
+                "Rate limit reached for gpt-4o-mini on requests per min (RPM): Limit 500, Used 500, "
+                "Requested 1. Please try again in 20ms.",
+                "requests",
+                "rate_limit_exceeded",
+                {
+                    "retry-after-ms": "20",
+                    "x-ratelimit-remaining-requests": "0",
+                    "x-ratelimit-reset-requests": "20ms",
+                },
+            )
         if fault == "quota":
             self.answered_429 += 1
-            return self.error(429, "You exceeded your current quota, please check your plan and billing details.",
-                              "insufficient_quota", "insufficient_quota")
+            return self.error(
+                429,
+                "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota",
+                "insufficient_quota",
+            )
         if fault in ("500", "502", "503"):
-            return self.error(int(fault), "The server had an error while processing your request.", "server_error", None)
+            return self.error(
+                int(fault), "The server had an error while processing your request.", "server_error", None
+            )
         if fault == "timeout":
             await asyncio.sleep(self.timeout_sleep)
             return web.json_response({})
@@ -172,7 +235,9 @@ class FakeOpenAI:
         raise ValueError(f"unknown fault {fault}")
 
     async def models(self, _request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "fake"}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "fake"}]}
+        )
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -231,7 +296,12 @@ def main() -> None:
     parser.add_argument("--word-a", default="apple", help="rows containing this lean towards 'A'")
     parser.add_argument("--word-b", default="banana", help="rows containing this lean towards 'B'")
     args = parser.parse_args()
-    fake = FakeOpenAI(scorer=keyword_scorer(args.word_a.lower(), args.word_b.lower()), latency=args.latency, rpm=args.rpm, record=False)
+    fake = FakeOpenAI(
+        scorer=keyword_scorer(args.word_a.lower(), args.word_b.lower()),
+        latency=args.latency,
+        rpm=args.rpm,
+        record=False,
+    )
     web.run_app(fake.app(), host="127.0.0.1", port=args.port, access_log=None)
 
 

@@ -63,9 +63,22 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, str]:
     raise AssertionError(case)
 
 
-CASES = ["missing", "directory", "extension", "empty", "header_only", "malformed_jsonl", "not_utf8",
-         "missing_column", "named_column_missing", "null_text", "json_not_list", "bad_config", "bad_batch_size",
-         "gguf_missing"]
+CASES = [
+    "missing",
+    "directory",
+    "extension",
+    "empty",
+    "header_only",
+    "malformed_jsonl",
+    "not_utf8",
+    "missing_column",
+    "named_column_missing",
+    "null_text",
+    "json_not_list",
+    "bad_config",
+    "bad_batch_size",
+    "gguf_missing",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -92,18 +105,34 @@ def test_unwritable_output(tmp_path):
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         out = locked / "out"
-    result = run_cli("compare", good(tmp_path), good(tmp_path, "g2.jsonl"), "--base-url", NOWHERE, "--model", "m", "--output", out)
+    result = run_cli(
+        "compare",
+        good(tmp_path),
+        good(tmp_path, "g2.jsonl"),
+        "--base-url",
+        NOWHERE,
+        "--model",
+        "m",
+        "--output",
+        out,
+    )
     assert result.returncode == 2, result.stderr
     assert "--output" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("content,expected", [
-    ("model: x\nmessages: []\n", "not an asyncpipe classifier"),
-    ("asyncpipe_classifier: 99\nmodel: x\n", "not supported"),
-    ("asyncpipe_classifier: 1\nmodel: x\nmessages: [{role: user, content: no placeholder}]\nrow_layout: {}\n", "damaged"),
-    ("- just\n- a list\n", "mapping"),
-    ("!!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        ("model: x\nmessages: []\n", "not an asyncpipe classifier"),
+        ("asyncpipe_classifier: 99\nmodel: x\n", "not supported"),
+        (
+            "asyncpipe_classifier: 1\nmodel: x\nmessages: [{role: user, content: no placeholder}]\nrow_layout: {}\n",
+            "damaged",
+        ),
+        ("- just\n- a list\n", "mapping"),
+        ("!!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),
+    ],
+)
 def test_foreign_classifier_files(tmp_path, content, expected):
     path = tmp_path / "classify.yaml"
     path.write_text(content)
@@ -114,13 +143,29 @@ def test_foreign_classifier_files(tmp_path, content, expected):
 
 
 def test_no_key_and_an_api_model(tmp_path):
-    result = run_cli("compare", good(tmp_path), good(tmp_path, "g2.jsonl"), "--model", "gpt-4.1-mini",
-                     "--output", tmp_path / "out", env={"OPENAI_API_KEY": ""})
+    result = run_cli(
+        "compare",
+        good(tmp_path),
+        good(tmp_path, "g2.jsonl"),
+        "--model",
+        "gpt-4.1-mini",
+        "--output",
+        tmp_path / "out",
+        env={"OPENAI_API_KEY": ""},
+    )
     assert result.returncode == 2
     assert "OPENAI_API_KEY" in result.stderr and "--model local" in result.stderr
 
 
 def test_reasoning_model_cannot_classify(tmp_path):
-    result = run_cli("compare", good(tmp_path), good(tmp_path, "g2.jsonl"), "--model", "o3-mini", "--output", tmp_path / "out")
+    result = run_cli(
+        "compare",
+        good(tmp_path),
+        good(tmp_path, "g2.jsonl"),
+        "--model",
+        "o3-mini",
+        "--output",
+        tmp_path / "out",
+    )
     assert result.returncode == 2
     assert "logprobs" in result.stderr and "--classify-model" in result.stderr

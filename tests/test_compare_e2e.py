@@ -17,16 +17,39 @@ from tests.fake_openai import FakeOpenAI, ServerThread, row_of, top_logprobs_for
 
 def compare(server, files, out: Path, *extra: str | Path):
     a, b = files
-    return run_cli("compare", a, b, "--base-url", server.base_url, "--model", "fake-model", "--output", out,
-                   "--batch-size", "8", "--max-steps", "3", "--quiet", *extra)
+    return run_cli(
+        "compare",
+        a,
+        b,
+        "--base-url",
+        server.base_url,
+        "--model",
+        "fake-model",
+        "--output",
+        out,
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "3",
+        "--quiet",
+        *extra,
+    )
 
 
 def test_full_run_writes_every_artifact_and_scores_every_row(server, fake, files, tmp_path):
     out = tmp_path / "out"
     result = compare(server, files, out)
     assert result.returncode == 0, result.stderr
-    for name in ("classify.yaml", "predictions.parquet", "metrics.parquet", "steps.jsonl", "run.json",
-                 "index.html", "accuracy.html", "confidence.html"):
+    for name in (
+        "classify.yaml",
+        "predictions.parquet",
+        "metrics.parquet",
+        "steps.jsonl",
+        "run.json",
+        "index.html",
+        "accuracy.html",
+        "confidence.html",
+    ):
         assert (out / name).is_file(), name
 
     predictions = pl.read_parquet(out / "predictions.parquet")
@@ -45,7 +68,19 @@ def test_full_run_writes_every_artifact_and_scores_every_row(server, fake, files
     metrics = pl.read_parquet(out / "metrics.parquet")
     steps = metrics.filter(pl.col("phase") == "step")
     assert sorted(set(steps["step"])) == [1, 2, 3]
-    for column in ("step", "epoch", "n", "tp", "fp", "tn", "fn", "accuracy", "mean_confidence", "n_unscored", "split"):
+    for column in (
+        "step",
+        "epoch",
+        "n",
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+        "accuracy",
+        "mean_confidence",
+        "n_unscored",
+        "split",
+    ):
         assert column in metrics.columns
     train1 = steps.filter((pl.col("step") == 1) & (pl.col("split") == "train")).row(0, named=True)
     assert (train1["n"], train1["tp"], train1["tn"], train1["fp"], train1["fn"]) == (16, 8, 8, 0, 0)
@@ -74,7 +109,9 @@ def test_requests_on_the_wire(server, fake, files, tmp_path):
         content = "".join(m["content"] for m in body["messages"])
         assert len(body["messages"]) == 2 and body["messages"][-1]["content"].count("<example>") == 1
         assert row_of(body) in rendered
-        assert "apples.jsonl" not in content and "bananas.jsonl" not in content and str(tmp_path) not in content
+        assert (
+            "apples.jsonl" not in content and "bananas.jsonl" not in content and str(tmp_path) not in content
+        )
     # the row comes after the instructions and the question after the row
     last = classify[0]["messages"][-1]["content"]
     assert last.index("</example>") < last.index("Answer only with 'A' or 'B'")
@@ -105,8 +142,24 @@ def test_validation_rows_never_reach_the_describer(server, fake, files, tmp_path
 def test_seed_spellings_and_classifier_reuse(server, fake, files, tmp_path):
     a, b = files
     out = tmp_path / "out"
-    result = run_cli("compare", a, b, "--base-url", server.base_url, "--model", "fake-model", "--outout", out,
-                     "--batch_size", "16", "--epochs", "1", "--extra-prompt", "Explain the difference", "--quiet")
+    result = run_cli(
+        "compare",
+        a,
+        b,
+        "--base-url",
+        server.base_url,
+        "--model",
+        "fake-model",
+        "--outout",
+        out,
+        "--batch_size",
+        "16",
+        "--epochs",
+        "1",
+        "--extra-prompt",
+        "Explain the difference",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     document = yaml.safe_load((out / "classify.yaml").read_text())
     assert document["labels"]["A"] == {"name": "apples", "path": str(a), "rows": 40}
@@ -117,7 +170,9 @@ def test_seed_spellings_and_classifier_reuse(server, fake, files, tmp_path):
 
     new_a = write_jsonl(tmp_path / "new_a.jsonl", fruit_rows("apple", 5))
     new_b = write_jsonl(tmp_path / "new_b.jsonl", fruit_rows("banana", 7))
-    reused = run_cli("classify", out / "classify.yaml", new_a, new_b, "--output", tmp_path / "reuse", "--quiet")
+    reused = run_cli(
+        "classify", out / "classify.yaml", new_a, new_b, "--output", tmp_path / "reuse", "--quiet"
+    )
     assert reused.returncode == 0, reused.stderr
     predictions = pl.read_parquet(tmp_path / "reuse" / "predictions.parquet")
     assert predictions.height == 12
@@ -126,14 +181,19 @@ def test_seed_spellings_and_classifier_reuse(server, fake, files, tmp_path):
 
     single = run_cli("classify", out / "classify.yaml", new_a, "--output", tmp_path / "one", "--quiet")
     assert single.returncode == 0, single.stderr
-    assert pl.read_parquet(tmp_path / "one" / "predictions.parquet")["p_a"].to_list() == pytest.approx([0.9] * 5)
+    assert pl.read_parquet(tmp_path / "one" / "predictions.parquet")["p_a"].to_list() == pytest.approx(
+        [0.9] * 5
+    )
 
 
 def test_rerun_sends_nothing_and_gives_identical_outputs(server, fake, files, tmp_path):
     out = tmp_path / "out"
     assert compare(server, files, out).returncode == 0
     sent = len(fake.requests)
-    before = {n: (out / n).read_bytes() for n in ("classify.yaml", "predictions.parquet", "metrics.parquet", "steps.jsonl")}
+    before = {
+        n: (out / n).read_bytes()
+        for n in ("classify.yaml", "predictions.parquet", "metrics.parquet", "steps.jsonl")
+    }
     again = compare(server, files, out)
     assert again.returncode == 0, again.stderr
     assert len(fake.requests) == sent, "a re-run sent paid requests again"
@@ -156,15 +216,27 @@ def test_unscored_rows_are_recorded_not_half(files, tmp_path, fast_retries):
     assert bad["p_a"].null_count() == 2 and bad["predicted"].null_count() == 2
     assert all("neither 'A' nor 'B'" in e for e in bad["error"])
     final = pl.read_parquet(tmp_path / "out" / "metrics.parquet").filter(
-        (pl.col("phase") == "final") & (pl.col("split") == "all") & (pl.col("correction") == "raw"))
+        (pl.col("phase") == "final") & (pl.col("split") == "all") & (pl.col("correction") == "raw")
+    )
     assert final["n_unscored"][0] == 2 and final["n"][0] == 80
 
 
 def test_unequal_lengths_pair_the_shorter_and_classify_all(server, fake, tmp_path):
     a = write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", 30))
     b = write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", 22))
-    result = run_cli("compare", a, b, "--base-url", server.base_url, "--model", "fake-model",
-                     "--output", tmp_path / "out", "--batch-size", "8")
+    result = run_cli(
+        "compare",
+        a,
+        b,
+        "--base-url",
+        server.base_url,
+        "--model",
+        "fake-model",
+        "--output",
+        tmp_path / "out",
+        "--batch-size",
+        "8",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("pairing the first 22") == 1
     predictions = pl.read_parquet(tmp_path / "out" / "predictions.parquet")
@@ -186,7 +258,17 @@ def test_other_formats(server, fake, tmp_path, suffix):
         else:
             frame.write_parquet(path)
         paths.append(path)
-    result = run_cli("compare", *paths, "--base-url", server.base_url, "--model", "fake-model", "--output", tmp_path / "out", "--quiet")
+    result = run_cli(
+        "compare",
+        *paths,
+        "--base-url",
+        server.base_url,
+        "--model",
+        "fake-model",
+        "--output",
+        tmp_path / "out",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert pl.read_parquet(tmp_path / "out" / "predictions.parquet").height == 24
 
@@ -211,7 +293,9 @@ def test_key_from_a_dotenv_file(server, fake, files, tmp_path):
     assert result.returncode == 0, result.stderr
     assert fake.auth == {f"Bearer {PLANTED_KEY}"}, "a key in the environment wins over .env"
     fake.auth.clear()
-    result = run_cli("compare", a, b, "--output", tmp_path / "out2", *common, cwd=tmp_path, env={"OPENAI_API_KEY": None})
+    result = run_cli(
+        "compare", a, b, "--output", tmp_path / "out2", *common, cwd=tmp_path, env={"OPENAI_API_KEY": None}
+    )
     assert result.returncode == 0, result.stderr
     assert fake.auth == {f"Bearer {PLANTED_KEY}-from-dotenv"}
 
@@ -227,7 +311,9 @@ def test_a_different_run_in_the_output_is_refused(server, fake, files, tmp_path)
 
 def test_default_model_from_the_server(server, fake, files, tmp_path):
     a, b = files
-    result = run_cli("compare", a, b, "--base-url", server.base_url, "--output", tmp_path / "out", "--max-steps", "1")
+    result = run_cli(
+        "compare", a, b, "--base-url", server.base_url, "--output", tmp_path / "out", "--max-steps", "1"
+    )
     assert result.returncode == 0, result.stderr
     assert "fake-model" in result.stderr
     assert re.search(r"index\.html", result.stdout)

@@ -12,7 +12,10 @@ from asyncpipe.pipeline.classify import classify_rows
 from asyncpipe.prompts.build import ROW_PLACEHOLDER
 from tests.fake_openai import FakeOpenAI, ServerThread
 
-MESSAGES = [{"role": "system", "content": "Decide A or B."}, {"role": "user", "content": f"<example>\n{ROW_PLACEHOLDER}\n</example>"}]
+MESSAGES = [
+    {"role": "system", "content": "Decide A or B."},
+    {"role": "user", "content": f"<example>\n{ROW_PLACEHOLDER}\n</example>"},
+]
 
 
 def make_pool(base_url, tmp_path):
@@ -54,7 +57,11 @@ def test_two_runs_on_one_pool_share_answers_under_way(tmp_path):
             try:
                 async with anyio.create_task_group() as group:
                     for _ in range(2):
-                        group.start_soon(lambda: classify_rows(pool.client("fake-model", RunStats()), MESSAGES, texts, workers=16))
+                        group.start_soon(
+                            lambda: classify_rows(
+                                pool.client("fake-model", RunStats()), MESSAGES, texts, workers=16
+                            )
+                        )
             finally:
                 await pool.aclose()
 

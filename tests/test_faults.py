@@ -27,12 +27,24 @@ def every_fifth(kind: str):
         if kind in CLASSIFY_ONLY and not is_classify(body):
             return None
         return kind if number % 5 == 0 else None
+
     return fault
 
 
 def mixed(seed: int = 7):
     rng = random.Random(seed)
-    kinds = ["rate_limit", "500", "502", "503", "timeout", "reset", "truncated", "null_logprobs", "no_labels", "empty_choices"]
+    kinds = [
+        "rate_limit",
+        "500",
+        "502",
+        "503",
+        "timeout",
+        "reset",
+        "truncated",
+        "null_logprobs",
+        "no_labels",
+        "empty_choices",
+    ]
 
     def fault(number: int, body: dict) -> str | None:
         if rng.random() >= 0.2:
@@ -41,6 +53,7 @@ def mixed(seed: int = 7):
         if kind in CLASSIFY_ONLY and not is_classify(body):
             return None
         return kind
+
     return fault
 
 
@@ -52,9 +65,29 @@ def run(tmp_path, fault, *extra: str):
     fake = FakeOpenAI(fault=fault, timeout_sleep=3.0)
     started = time.monotonic()
     with ServerThread(fake) as server:
-        result = run_cli("compare", a, b, "--base-url", server.base_url, "--model", "fake-model", "--output",
-                         tmp_path / "out", "--batch-size", "8", "--max-steps", "2", "--timeout", "0.5",
-                         "--max-attempts", str(MAX_ATTEMPTS), "--config", cfg, "--quiet", *extra)
+        result = run_cli(
+            "compare",
+            a,
+            b,
+            "--base-url",
+            server.base_url,
+            "--model",
+            "fake-model",
+            "--output",
+            tmp_path / "out",
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "2",
+            "--timeout",
+            "0.5",
+            "--max-attempts",
+            str(MAX_ATTEMPTS),
+            "--config",
+            cfg,
+            "--quiet",
+            *extra,
+        )
     return result, fake, time.monotonic() - started
 
 
@@ -66,8 +99,21 @@ def logical_requests(out) -> int:
     return plan["steps_done"] * (1 + per_step) + 2 * ROWS
 
 
-@pytest.mark.parametrize("kind", ["rate_limit", "500", "502", "503", "timeout", "reset", "truncated",
-                                  "null_logprobs", "no_labels", "empty_choices"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "rate_limit",
+        "500",
+        "502",
+        "503",
+        "timeout",
+        "reset",
+        "truncated",
+        "null_logprobs",
+        "no_labels",
+        "empty_choices",
+    ],
+)
 def test_each_fault_kind(tmp_path, kind):
     result, fake, _ = run(tmp_path, every_fifth(kind))
     assert result.returncode == 0, result.stderr
@@ -82,7 +128,9 @@ def test_each_fault_kind(tmp_path, kind):
         assert predictions["p_a"].null_count() > 0
     else:
         # a passing fault on every fifth request is always cured by a retry
-        assert predictions["p_a"].null_count() == 0, predictions.filter(pl.col("error").is_not_null())["error"].to_list()
+        assert predictions["p_a"].null_count() == 0, predictions.filter(pl.col("error").is_not_null())[
+            "error"
+        ].to_list()
     assert len(fake.requests) <= logical_requests(out) * MAX_ATTEMPTS
     assert json.loads((out / "run.json").read_text())["stats"]["retries"] >= (0 if kind == "no_labels" else 1)
 
@@ -126,12 +174,25 @@ def test_wrong_key_is_fatal_not_retried(tmp_path):
     class Unauthorised(FakeOpenAI):
         async def chat(self, request):
             self.count += 1
-            return self.error(401, "Incorrect API key provided: sk-test-***.", "invalid_request_error", "invalid_api_key")
+            return self.error(
+                401, "Incorrect API key provided: sk-test-***.", "invalid_request_error", "invalid_api_key"
+            )
 
     a = write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", 5))
     fake = Unauthorised()
     with ServerThread(fake) as server:
-        result = run_cli("compare", a, a, "--base-url", server.base_url, "--model", "m", "--output", tmp_path / "out", "--quiet")
+        result = run_cli(
+            "compare",
+            a,
+            a,
+            "--base-url",
+            server.base_url,
+            "--model",
+            "m",
+            "--output",
+            tmp_path / "out",
+            "--quiet",
+        )
     assert result.returncode == 1
     assert "not authorised" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert fake.count == 1

@@ -22,8 +22,13 @@ from tests.fake_openai import FakeOpenAI, ServerThread, is_classify
 def start_cli(*args) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env.update({"OPENAI_API_KEY": PLANTED_KEY, "PYTHONPATH": str(REPO)})
-    return subprocess.Popen([sys.executable, "-m", "asyncpipe", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "asyncpipe", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_until(condition, limit: float = 60.0) -> None:
@@ -35,13 +40,31 @@ def wait_until(condition, limit: float = 60.0) -> None:
 
 
 def inputs(tmp_path: Path):
-    return (write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", 40)),
-            write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", 40)))
+    return (
+        write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", 40)),
+        write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", 40)),
+    )
 
 
 def command(a, b, base_url, out):
-    return ["compare", a, b, "--base-url", base_url, "--model", "fake-model", "--output", out,
-            "--batch-size", "8", "--max-steps", "2", "--concurrency", "4", "--quiet"]
+    return [
+        "compare",
+        a,
+        b,
+        "--base-url",
+        base_url,
+        "--model",
+        "fake-model",
+        "--output",
+        out,
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "2",
+        "--concurrency",
+        "4",
+        "--quiet",
+    ]
 
 
 def test_ctrl_c_stops_gracefully(tmp_path):
@@ -55,7 +78,9 @@ def test_ctrl_c_stops_gracefully(tmp_path):
         _, stderr = process.communicate(timeout=20)
     assert process.returncode == 130
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines() == ["asyncpipe: interrupted; finished work is saved — run the same command again to continue"]
+    assert stderr.strip().splitlines() == [
+        "asyncpipe: interrupted; finished work is saved — run the same command again to continue"
+    ]
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "interrupted"
     assert (out / "index.html").is_file()
@@ -86,7 +111,8 @@ def test_kill_9_in_the_final_pass_then_resume(tmp_path):
         path = out / name
         if path.exists():
             {"json": json.loads, "jsonl": lambda t: [json.loads(x) for x in t.splitlines()]}.get(
-                path.suffix[1:], lambda _t: None)(path.read_text() if path.suffix != ".parquet" else "")
+                path.suffix[1:], lambda _t: None
+            )(path.read_text() if path.suffix != ".parquet" else "")
             if path.suffix == ".parquet":
                 pl.read_parquet(path)
             if path.suffix == ".yaml":

@@ -10,7 +10,13 @@ from asyncpipe.llm.labels import p_a_from_logits, p_a_from_top_logprobs
 
 
 def test_both_spellings_of_a_label_are_summed():
-    pairs = [("A", math.log(0.5)), (" A", math.log(0.2)), ("B", math.log(0.1)), (" B", math.log(0.1)), ("x", math.log(0.1))]
+    pairs = [
+        ("A", math.log(0.5)),
+        (" A", math.log(0.2)),
+        ("B", math.log(0.1)),
+        (" B", math.log(0.1)),
+        ("x", math.log(0.1)),
+    ]
     p, error = p_a_from_top_logprobs(pairs)
     assert error is None and p == pytest.approx(0.7 / 0.9)
 

@@ -30,9 +30,21 @@ def llama_server():
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(shipped_model_path()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "4096"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(shipped_model_path()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "4096",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
@@ -54,9 +66,25 @@ def test_compare_against_llama_cpp_server(llama_server, tmp_path):
     b = write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", 6))
     out = tmp_path / "out"
     # no --model: asyncpipe asks the server which model it serves
-    result = run_cli("compare", a, b, "--base-url", llama_server, "--output", out, "--batch-size", "2",
-                     "--max-steps", "1", "--describe-max-tokens", "32", "--validation-fraction", "0.2", "--quiet",
-                     timeout=600)
+    result = run_cli(
+        "compare",
+        a,
+        b,
+        "--base-url",
+        llama_server,
+        "--output",
+        out,
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "1",
+        "--describe-max-tokens",
+        "32",
+        "--validation-fraction",
+        "0.2",
+        "--quiet",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     predictions = pl.read_parquet(out / "predictions.parquet")
     assert predictions.height == 12
@@ -64,4 +92,6 @@ def test_compare_against_llama_cpp_server(llama_server, tmp_path):
     # a real model's logprobs: at least most rows scored, probabilities strictly inside (0, 1)
     assert scored.height >= 6, predictions["error"].to_list()
     assert scored["p_a"].min() > 0.0 and scored["p_a"].max() < 1.0
-    assert len(set(scored["p_a"].round(6).to_list())) > 1, "every row got the same p(A): logprobs were not read"
+    assert len(set(scored["p_a"].round(6).to_list())) > 1, (
+        "every row got the same p(A): logprobs were not read"
+    )

@@ -18,7 +18,14 @@ from asyncpipe.pipeline.pairs import plan_pairs
 from tests.conftest import PLANTED_KEY, REPO, fruit_rows, run_cli, write_jsonl
 from tests.fake_openai import FakeOpenAI, ServerThread
 
-ARTIFACTS = ("classify.yaml", "predictions.parquet", "metrics.parquet", "steps.jsonl", "run.json", "index.html")
+ARTIFACTS = (
+    "classify.yaml",
+    "predictions.parquet",
+    "metrics.parquet",
+    "steps.jsonl",
+    "run.json",
+    "index.html",
+)
 
 
 def models(folder: Path, fruits=("apple", "banana", "cherry"), n: int = 16) -> Path:
@@ -29,9 +36,23 @@ def models(folder: Path, fruits=("apple", "banana", "cherry"), n: int = 16) -> P
 
 
 def pairs(server, out: Path, *args, quiet: bool = True):
-    return run_cli("pairs", *args, "--base-url", server.base_url, "--model", "fake-model", "--output", out,
-                   "--batch-size", "8", "--max-steps", "1", "--validation-fraction", "0.25",
-                   *(["--quiet"] if quiet else []))
+    return run_cli(
+        "pairs",
+        *args,
+        "--base-url",
+        server.base_url,
+        "--model",
+        "fake-model",
+        "--output",
+        out,
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "1",
+        "--validation-fraction",
+        "0.25",
+        *(["--quiet"] if quiet else []),
+    )
 
 
 def summary(out: Path) -> dict:
@@ -59,7 +80,12 @@ def test_every_pair_gets_its_own_folder_and_the_summary_links_them(server, fake,
         assert run["status"] == "complete"
         a, b = name.split("__vs__")
         assert (run["labels"]["A"]["name"], run["labels"]["B"]["name"]) == (a, b)
-    assert {p.name for p in out.iterdir() if p.is_file()} == {"pairs.json", "pairs.parquet", "index.html", "cache.sqlite"}
+    assert {p.name for p in out.iterdir() if p.is_file()} == {
+        "pairs.json",
+        "pairs.parquet",
+        "index.html",
+        "cache.sqlite",
+    }
 
     data = summary(out)
     assert data["status"] == "complete" and data["against"] is None and not data["by_question"]
@@ -70,7 +96,12 @@ def test_every_pair_gets_its_own_folder_and_the_summary_links_them(server, fake,
     assert apple_banana["status"] == "complete" and apple_banana["report"] == "apple__vs__banana/index.html"
     assert apple_banana["held_out"]["raw"]["accuracy"] == 1.0
     assert apple_banana["held_out"]["raw"]["n"] == 8  # 25% of 16 pairs, from each file
-    assert 0 < apple_banana["held_out"]["raw"]["accuracy_low"] < 1.0 == apple_banana["held_out"]["raw"]["accuracy_high"]
+    assert (
+        0
+        < apple_banana["held_out"]["raw"]["accuracy_low"]
+        < 1.0
+        == apple_banana["held_out"]["raw"]["accuracy_high"]
+    )
     assert apple_banana["held_out"]["raw"]["p_value"] < 0.01
     assert found["apple__vs__cherry"]["held_out"]["raw"]["accuracy"] == 0.5
     assert "apples" in apple_banana["description"]
@@ -110,8 +141,12 @@ def test_by_question_pairs_only_within_a_question(server, fake, tmp_path):
     result = pairs(server, out, root, "--by-question")
     assert result.returncode == 0, result.stderr
     found = by_dir(out)
-    assert set(found) == {"q_one/apple__vs__banana", "q_two/apple__vs__banana", "q_two/apple__vs__cherry",
-                          "q_two/banana__vs__cherry"}
+    assert set(found) == {
+        "q_one/apple__vs__banana",
+        "q_two/apple__vs__banana",
+        "q_two/apple__vs__cherry",
+        "q_two/banana__vs__cherry",
+    }
     assert {found[d]["question"] for d in found} == {"q_one", "q_two"}
     assert all((out / d / "run.json").is_file() for d in found)
     page = (out / "index.html").read_text()
@@ -205,8 +240,11 @@ def test_summary_escapes_what_the_run_wrote(tmp_path):
     rendered = run_cli("report", out)
     assert rendered.returncode == 0 and rendered.stdout.strip() == str(out / "index.html")
     assert (out / "index.html").read_text() == page
-    assert all(set(p.name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-")
-               for p in out.iterdir() if p.is_dir())
+    assert all(
+        set(p.name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-")
+        for p in out.iterdir()
+        if p.is_dir()
+    )
 
 
 def test_bad_invocations_exit_2_with_one_line(server, tmp_path):
@@ -239,26 +277,39 @@ def test_plan_finds_files_by_folder_glob_and_name(tmp_path):
 
     plan = plan_pairs([str(root)], output=out, by_question=True)
     assert [(j.question, j.a.name, j.b.name, j.subdir) for j in plan.jobs] == [
-        ("q1", "apple", "banana", "q1/apple__vs__banana"), ("q2", "apple", "banana", "q2/apple__vs__banana"),
+        ("q1", "apple", "banana", "q1/apple__vs__banana"),
+        ("q2", "apple", "banana", "q2/apple__vs__banana"),
     ]
     assert plan.warnings == ()
 
     mixed = plan_pairs([str(root)], output=out)
     assert len(mixed.jobs) == 6
     assert {j.a.name for j in mixed.jobs} | {j.b.name for j in mixed.jobs} == {
-        "q1/org/apple", "q1/org/banana", "q2/org/apple", "q2/org/banana"}
+        "q1/org/apple",
+        "q1/org/banana",
+        "q2/org/apple",
+        "q2/org/banana",
+    }
     assert any("row i of one file may not be comparable" in w for w in mixed.warnings)
 
-    globbed = plan_pairs([str(root / "*" / "org" / "*.jsonl")], output=tmp_path / "elsewhere", by_question=True)
+    globbed = plan_pairs(
+        [str(root / "*" / "org" / "*.jsonl")], output=tmp_path / "elsewhere", by_question=True
+    )
     assert [j.subdir for j in globbed.jobs] == ["q1/apple__vs__banana", "q2/apple__vs__banana"]
 
-    based = plan_pairs([str(root / "q1" / "org" / "apple.jsonl")], output=out, against=str(root / "q1" / "org" / "banana.jsonl"))
+    based = plan_pairs(
+        [str(root / "q1" / "org" / "apple.jsonl")],
+        output=out,
+        against=str(root / "q1" / "org" / "banana.jsonl"),
+    )
     assert [(j.a.name, j.b.name) for j in based.jobs] == [("apple", "banana")]
 
-    for paths, message in (([str(tmp_path / "nope")], "no such file or directory"),
-                           ([str(tmp_path / "*.csv")], "matches no data files"),
-                           ([str(root / "q1" / "org" / "notes.txt")], "unsupported file type"),
-                           ([str(root / "q1" / "org" / "apple.jsonl")], "nothing to compare")):
+    for paths, message in (
+        ([str(tmp_path / "nope")], "no such file or directory"),
+        ([str(tmp_path / "*.csv")], "matches no data files"),
+        ([str(root / "q1" / "org" / "notes.txt")], "unsupported file type"),
+        ([str(root / "q1" / "org" / "apple.jsonl")], "nothing to compare"),
+    ):
         with pytest.raises(UserError, match=message):
             plan_pairs(paths, output=out)
     with pytest.raises(UserError, match="--against apple: matches 2 files"):
@@ -279,8 +330,10 @@ cache.close()
 
 def test_two_processes_write_one_cache_at_once(tmp_path):
     path = tmp_path / "shared.sqlite"
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "400"], cwd=REPO)
-               for name in ("left", "right")]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "400"], cwd=REPO)
+        for name in ("left", "right")
+    ]
     assert [w.wait(timeout=120) for w in writers] == [0, 0]
     cache = ResponseCache(path)
     try:
@@ -295,13 +348,33 @@ def test_two_compare_runs_share_one_cache_file(server, fake, tmp_path):
     cache = tmp_path / "shared.sqlite"
 
     def start(b: str, out: str) -> subprocess.Popen:
-        args = ["compare", folder / "apple.jsonl", folder / f"{b}.jsonl", "--base-url", server.base_url,
-                "--model", "fake-model", "--output", tmp_path / out, "--cache", cache, "--batch-size", "8",
-                "--max-steps", "1", "--quiet"]
+        args = [
+            "compare",
+            folder / "apple.jsonl",
+            folder / f"{b}.jsonl",
+            "--base-url",
+            server.base_url,
+            "--model",
+            "fake-model",
+            "--output",
+            tmp_path / out,
+            "--cache",
+            cache,
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "1",
+            "--quiet",
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
         env.update({"OPENAI_API_KEY": PLANTED_KEY, "PYTHONPATH": str(REPO)})
-        return subprocess.Popen([sys.executable, "-m", "asyncpipe", *map(str, args)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "asyncpipe", *map(str, args)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     runs = [start("banana", "one"), start("cherry", "two")]
     for process in runs:

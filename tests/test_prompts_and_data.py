@@ -47,24 +47,49 @@ def test_prefix_is_identical_across_rows():
 
 def test_fill_leaves_unknown_braces_and_does_not_rescan_values():
     assert fill("{a} {b} {x}", a="{b}", b="2") == "{b} 2 {x}"
-    assert "{row}" in classify_messages(TEMPLATES, "a description with {row} and {weird} braces")[1]["content"]
+    assert (
+        "{row}" in classify_messages(TEMPLATES, "a description with {row} and {weird} braces")[1]["content"]
+    )
 
 
 def test_describe_prompt_carries_history_metrics_and_wrong_rows():
-    summary = {"n": 16, "n_scored": 16, "tp": 7, "fn": 1, "fp": 2, "tn": 6, "accuracy": 0.8125, "mean_confidence": 0.7}
-    history = [HistoryEntry(1, "first try", summary, None), HistoryEntry(2, "second try", summary, summary, best=True)]
-    messages = describe_messages(TEMPLATES, examples_a=["a1", "a2"], examples_b=["b1", "b2"], extra_prompt="EXTRA",
-                                 history=history, wrong=[WrongRow("A", 0.2, "misread row")])
+    summary = {
+        "n": 16,
+        "n_scored": 16,
+        "tp": 7,
+        "fn": 1,
+        "fp": 2,
+        "tn": 6,
+        "accuracy": 0.8125,
+        "mean_confidence": 0.7,
+    }
+    history = [
+        HistoryEntry(1, "first try", summary, None),
+        HistoryEntry(2, "second try", summary, summary, best=True),
+    ]
+    messages = describe_messages(
+        TEMPLATES,
+        examples_a=["a1", "a2"],
+        examples_b=["b1", "b2"],
+        extra_prompt="EXTRA",
+        history=history,
+        wrong=[WrongRow("A", 0.2, "misread row")],
+    )
     user = messages[1]["content"]
     assert "first try" in user and "second try" in user and "(best so far)" in user
     assert "accuracy 81%" in user and "TP=7 FN=1 FP=2 TN=6" in user
     assert "misread row" in user and 'true_dataset="A"' in user
     assert "EXTRA" in user
-    assert user.index("<dataset_A>") < user.index("a1") < user.index("</dataset_A>") < user.index("<dataset_B>")
+    assert (
+        user.index("<dataset_A>") < user.index("a1") < user.index("</dataset_A>") < user.index("<dataset_B>")
+    )
 
 
 def test_swap_dataset_names():
-    assert swap_dataset_names("Dataset A is short; dataset B is long. A dog.") == "Dataset B is short; dataset A is long. A dog."
+    assert (
+        swap_dataset_names("Dataset A is short; dataset B is long. A dog.")
+        == "Dataset B is short; dataset A is long. A dog."
+    )
 
 
 def test_plan_is_ordered_deterministic_and_never_leaks_validation():
@@ -78,7 +103,9 @@ def test_plan_is_ordered_deterministic_and_never_leaks_validation():
     assert len(plan.steps) == 2 * len(plan.batches) and plan.steps[0] == (1, 0)
     capped = make_plan(1000, batch_size=4, epochs=1, validation_fraction=0.5, validation_max=100, seed=0)
     assert len(capped.validation) == 100
-    assert make_plan(5, batch_size=4, epochs=1, validation_fraction=0.1, validation_max=100, seed=0, max_steps=1).steps == ((1, 0),)
+    assert make_plan(
+        5, batch_size=4, epochs=1, validation_fraction=0.1, validation_max=100, seed=0, max_steps=1
+    ).steps == ((1, 0),)
 
 
 def test_plan_rejects_nonsense():
@@ -99,7 +126,14 @@ def test_long_rows_are_cut_visibly_and_counted():
 
 def test_several_columns_in_a_stable_labelled_layout():
     frame = pl.DataFrame({"system": ["s"], "question": ["q"], "answer": ["a"], "other": [1]})
-    layout = make_layout(frame, frame, text_column="answer", columns=["system", "question", "answer"], with_question=True, max_chars=6000)
+    layout = make_layout(
+        frame,
+        frame,
+        text_column="answer",
+        columns=["system", "question", "answer"],
+        with_question=True,
+        max_chars=6000,
+    )
     texts, _ = render_rows(frame, layout, "f")
     assert texts == ["system:\ns\n\nquestion:\nq\n\nanswer:\na"]
     with pytest.raises(UserError, match="no column 'nope'"):

@@ -22,8 +22,23 @@ def run(fake, tmp_path, *extra, rows=40):
     a = write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", rows))
     b = write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", rows))
     with ServerThread(fake) as server:
-        result = run_cli("compare", a, b, "--base-url", server.base_url, "--model", "fake-model", "--output",
-                         tmp_path / "out", "--batch-size", "8", "--max-steps", "2", "--quiet", *extra)
+        result = run_cli(
+            "compare",
+            a,
+            b,
+            "--base-url",
+            server.base_url,
+            "--model",
+            "fake-model",
+            "--output",
+            tmp_path / "out",
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "2",
+            "--quiet",
+            *extra,
+        )
     assert result.returncode == 0, result.stderr
     return tmp_path / "out"
 
@@ -60,8 +75,12 @@ def test_swap_labels_classifies_twice_and_averages(tmp_path):
     fake = FakeOpenAI(scorer=scorer)
     out = run(fake, tmp_path, "--swap-labels")
     predictions = pl.read_parquet(out / "predictions.parquet")
-    assert predictions.filter(pl.col("label") == "A")["p_a"].to_list() == pytest.approx([(0.9 + 0.8) / 2] * 40)
-    assert predictions.filter(pl.col("label") == "B")["p_a"].to_list() == pytest.approx([(0.15 + 0.2) / 2] * 40)
+    assert predictions.filter(pl.col("label") == "A")["p_a"].to_list() == pytest.approx(
+        [(0.9 + 0.8) / 2] * 40
+    )
+    assert predictions.filter(pl.col("label") == "B")["p_a"].to_list() == pytest.approx(
+        [(0.15 + 0.2) / 2] * 40
+    )
     systems = [b["messages"][0]["content"] for b in fake.classify_requests()]
     swapped = sum("dataset B talk about apples" in s for s in systems)
     assert swapped == len(systems) - swapped > 0
@@ -92,8 +111,23 @@ def test_long_rows_are_cut_in_describe_and_classify_alike(tmp_path):
     b = write_jsonl(tmp_path / "b.jsonl", [{"answer": f"banana {i}"} for i in range(12)])
     fake = FakeOpenAI()
     with ServerThread(fake) as server:
-        result = run_cli("compare", a, b, "--base-url", server.base_url, "--model", "fake-model", "--output",
-                         tmp_path / "out", "--batch-size", "12", "--max-row-tokens", "100", "--validation-fraction", "0")
+        result = run_cli(
+            "compare",
+            a,
+            b,
+            "--base-url",
+            server.base_url,
+            "--model",
+            "fake-model",
+            "--output",
+            tmp_path / "out",
+            "--batch-size",
+            "12",
+            "--max-row-tokens",
+            "100",
+            "--validation-fraction",
+            "0",
+        )
     assert result.returncode == 0, result.stderr
     assert "1 row(s) longer than 400 characters were cut" in result.stderr
     marker = re.compile(r"\[… \d+ characters cut …\]")
@@ -115,9 +149,25 @@ def test_describe_prompt_fits_a_small_context_by_cutting_every_example(tmp_path)
     b = write_jsonl(tmp_path / "b.jsonl", [{"answer": "banana " * 300 + str(i)} for i in range(12)])
     fake = FakeOpenAI()
     with ServerThread(fake) as server:
-        args = build_parser().parse_args([
-            "compare", str(a), str(b), "--base-url", server.base_url, "--model", "fake-model", "--output",
-            str(tmp_path / "out"), "--batch-size", "6", "--max-steps", "1", "--describe-max-tokens", "200"])
+        args = build_parser().parse_args(
+            [
+                "compare",
+                str(a),
+                str(b),
+                "--base-url",
+                server.base_url,
+                "--model",
+                "fake-model",
+                "--output",
+                str(tmp_path / "out"),
+                "--batch-size",
+                "6",
+                "--max-steps",
+                "1",
+                "--describe-max-tokens",
+                "200",
+            ]
+        )
         cfg = build_config(args, lambda _m: None)
 
         async def run_with_small_context():

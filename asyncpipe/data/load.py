@@ -21,7 +21,9 @@ def read_table(path: Path) -> pl.DataFrame:
         raise UserError(f"{path}: is a directory, expected a data file ({', '.join(SUPPORTED)})")
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED:
-        raise UserError(f"{path}: unsupported file type '{suffix or '(none)'}'; use one of {', '.join(SUPPORTED)}")
+        raise UserError(
+            f"{path}: unsupported file type '{suffix or '(none)'}'; use one of {', '.join(SUPPORTED)}"
+        )
     if path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty")
     try:
@@ -55,7 +57,9 @@ def _check_utf8(path: Path, raw: bytes) -> None:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise UserError(f"{path}: not valid UTF-8 (byte {exc.start}, line {line}); re-encode it as UTF-8") from None
+        raise UserError(
+            f"{path}: not valid UTF-8 (byte {exc.start}, line {line}); re-encode it as UTF-8"
+        ) from None
 
 
 def _read_csv(path: Path, raw: bytes) -> pl.DataFrame:
@@ -97,7 +101,9 @@ def _read_jsonl(path: Path, raw: bytes) -> pl.DataFrame:
     return pl.from_dicts(rows, infer_schema_length=None)
 
 
-def choose_text_column(a: pl.DataFrame, b: pl.DataFrame, requested: str | None, names: tuple[str, str]) -> str:
+def choose_text_column(
+    a: pl.DataFrame, b: pl.DataFrame, requested: str | None, names: tuple[str, str]
+) -> str:
     """The column holding the text to compare: ``requested``, or the first usual name both files have."""
     if requested:
         for frame, name in zip((a, b), names, strict=True):

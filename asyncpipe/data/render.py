@@ -42,7 +42,9 @@ def make_layout(
         for column in columns:
             for frame, side in ((a, "A"), (b, "B")):
                 if column not in frame.columns:
-                    raise UserError(f"file {side} has no column '{column}' (from --columns); it has: {', '.join(frame.columns)}")
+                    raise UserError(
+                        f"file {side} has no column '{column}' (from --columns); it has: {', '.join(frame.columns)}"
+                    )
         return RowLayout(tuple(columns), tuple(columns), max_chars)
     if with_question and text_column != "question" and "question" in a.columns and "question" in b.columns:
         return RowLayout(("question", text_column), ("Question", "Answer"), max_chars)

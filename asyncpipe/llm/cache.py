@@ -39,7 +39,9 @@ SLOT = "\ue000asyncpipe-slot\ue001"
 
 
 def _key_text(identity: str, kind: str, payload: dict[str, Any]) -> str:
-    return json.dumps([SCHEMA_VERSION, identity, kind, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        [SCHEMA_VERSION, identity, kind, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
 
 
 def cache_key(identity: str, kind: str, payload: dict[str, Any]) -> str:
@@ -120,8 +122,12 @@ class ResponseCache:
 
     def put(self, key: str, kind: str, value: dict[str, Any] | str) -> None:
         """Store and commit one answer: a dict, or its JSON text when the caller encoded it already."""
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        self._conn.execute("INSERT OR REPLACE INTO responses (key, kind, value) VALUES (?, ?, ?)", (key, kind, text))
+        text = (
+            value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        )
+        self._conn.execute(
+            "INSERT OR REPLACE INTO responses (key, kind, value) VALUES (?, ?, ?)", (key, kind, text)
+        )
 
     def __len__(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]

@@ -85,7 +85,9 @@ class LLMClient:
 
     async def score_labels(self, messages: list[Message]) -> LabelScore:
         key = cache_key(self.provider.cache_identity, "score", {"messages": messages, **CLASSIFY_PARAMS})
-        return await self._score(key, lambda: self.provider.score_labels(messages), _estimate_tokens(messages))
+        return await self._score(
+            key, lambda: self.provider.score_labels(messages), _estimate_tokens(messages)
+        )
 
     def row_scorer(self, messages: list[Message], placeholder: str) -> RowScorer:
         """Score many rows that differ only where ``placeholder`` stands in the last message."""
@@ -104,7 +106,9 @@ class LLMClient:
         flight = self.inflight[key] = _Flight()
         try:
             try:
-                result = await self.policy.run(lambda: self._attempt(call, tokens), on_retry=self._count_retry)
+                result = await self.policy.run(
+                    lambda: self._attempt(call, tokens), on_retry=self._count_retry
+                )
             except RetryableAPIError as exc:
                 self.stats.failed += 1
                 result = LabelScore(None, f"gave up after {self.policy.max_attempts} attempts: {exc}")
@@ -130,18 +134,29 @@ class LLMClient:
         try:
             result = await self.policy.run(
                 lambda: self._attempt(
-                    lambda: self.provider.generate(messages, max_tokens=max_tokens, temperature=temperature, seed=seed),
+                    lambda: self.provider.generate(
+                        messages, max_tokens=max_tokens, temperature=temperature, seed=seed
+                    ),
                     _estimate_tokens(messages) + max_tokens,
                 ),
                 on_retry=self._count_retry,
             )
         except RetryableAPIError as exc:
             self.stats.failed += 1
-            raise FatalAPIError(f"the describe request failed after {self.policy.max_attempts} attempts: {exc}") from None
+            raise FatalAPIError(
+                f"the describe request failed after {self.policy.max_attempts} attempts: {exc}"
+            ) from None
         self.stats.add_usage(result.usage)
         if self.cache is not None:
             usage = result.usage
-            self.cache.put(key, "generate", {"text": result.text, "usage": [usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens]})
+            self.cache.put(
+                key,
+                "generate",
+                {
+                    "text": result.text,
+                    "usage": [usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens],
+                },
+            )
         return result
 
     async def aclose(self) -> None:
@@ -160,11 +175,15 @@ class RowScorer:
         self._key: Callable[[str], str] | None = None
         if prompt.has_slot:
             try:
-                self._key = SlotKey(provider.cache_identity, "score", {"messages": prompt.messages(SLOT), **CLASSIFY_PARAMS})
+                self._key = SlotKey(
+                    provider.cache_identity, "score", {"messages": prompt.messages(SLOT), **CLASSIFY_PARAMS}
+                )
             except ValueError:  # the prompt itself holds the slot marker: take the slow, general path
                 self._key = None
         prepare = getattr(provider, "prepare_score", None)
-        self._send: Callable[[str], Awaitable[LabelScore]] | None = prepare(prompt) if prepare is not None else None
+        self._send: Callable[[str], Awaitable[LabelScore]] | None = (
+            prepare(prompt) if prepare is not None else None
+        )
         self._tokens = _estimate_tokens(prompt.messages(""))
 
     async def score(self, fill: str) -> LabelScore:
@@ -172,7 +191,11 @@ class RowScorer:
         if self._key is not None:
             key = self._key(fill)
         else:
-            key = cache_key(client.provider.cache_identity, "score", {"messages": self._prompt.messages(fill), **CLASSIFY_PARAMS})
+            key = cache_key(
+                client.provider.cache_identity,
+                "score",
+                {"messages": self._prompt.messages(fill), **CLASSIFY_PARAMS},
+            )
         if self._send is not None:
             call = partial(self._send, fill)
         else:

@@ -68,7 +68,11 @@ def retry_hint(headers: Any, message: str = "") -> float | None:
                 parsed = None
             if parsed is not None:
                 return max(0.0, parsed.timestamp() - time.time())
-    resets = [parse_duration(headers[h]) for h in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens") if headers.get(h)]
+    resets = [
+        parse_duration(headers[h])
+        for h in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+        if headers.get(h)
+    ]
     resets = [r for r in resets if r is not None]
     if resets:
         return max(resets)
@@ -85,7 +89,11 @@ def _error_fields(raw: bytes) -> tuple[str, str | None, str | None]:
         error = body.get("error", body) if isinstance(body, dict) else {}
         if isinstance(error, str):
             return error, None, None
-        return str(error.get("message") or raw[:200].decode("utf-8", "replace")), error.get("type"), error.get("code")
+        return (
+            str(error.get("message") or raw[:200].decode("utf-8", "replace")),
+            error.get("type"),
+            error.get("code"),
+        )
     except (ValueError, AttributeError):
         return raw[:200].decode("utf-8", "replace").strip() or "(empty body)", None, None
 
@@ -159,8 +167,12 @@ class OpenAIHTTPProvider:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
+            connector = aiohttp.TCPConnector(
+                limit=self._connections, limit_per_host=self._connections, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, headers=self._headers
+            )
         return self._session
 
     async def aclose(self) -> None:
@@ -170,7 +182,9 @@ class OpenAIHTTPProvider:
 
     async def _exchange(self, data: bytes) -> tuple[int, Any, bytes]:
         """POST one encoded body; (status, headers, raw answer). The only method that touches the network."""
-        session = self._session if self._session is not None and not self._session.closed else self._get_session()
+        session = (
+            self._session if self._session is not None and not self._session.closed else self._get_session()
+        )
         try:
             async with session.post(self._url, data=data) as response:
                 return response.status, response.headers, await response.read()
@@ -195,7 +209,9 @@ class OpenAIHTTPProvider:
             try:
                 parsed = json.loads(raw)
             except ValueError:
-                raise RetryableAPIError(f"invalid JSON in a 200 answer ({len(raw)} bytes)", status=status) from None
+                raise RetryableAPIError(
+                    f"invalid JSON in a 200 answer ({len(raw)} bytes)", status=status
+                ) from None
             if not isinstance(parsed, dict):
                 raise RetryableAPIError("the answer is not a JSON object", status=status)
             return parsed
@@ -205,14 +221,23 @@ class OpenAIHTTPProvider:
             if code in PERMANENT_429 or kind in PERMANENT_429:
                 raise FatalAPIError(f"{where}: quota exhausted: {message}", status=status, code=code or kind)
             raise RetryableAPIError(
-                f"rate limited (429): {message}", status=status, retry_after=retry_hint(headers, message), rate_limited=True
+                f"rate limited (429): {message}",
+                status=status,
+                retry_after=retry_hint(headers, message),
+                rate_limited=True,
             )
         if status in RETRYABLE_STATUS or status >= 500:
-            raise RetryableAPIError(f"HTTP {status}: {message}", status=status, retry_after=retry_hint(headers, message))
+            raise RetryableAPIError(
+                f"HTTP {status}: {message}", status=status, retry_after=retry_hint(headers, message)
+            )
         if status in (401, 403):
-            raise FatalAPIError(f"{where}: not authorised (HTTP {status}): {message}; check OPENAI_API_KEY", status=status)
+            raise FatalAPIError(
+                f"{where}: not authorised (HTTP {status}): {message}; check OPENAI_API_KEY", status=status
+            )
         if status == 404:
-            raise FatalAPIError(f"{where}: not found (HTTP 404): {message}; check --model and --base-url", status=status)
+            raise FatalAPIError(
+                f"{where}: not found (HTTP 404): {message}; check --model and --base-url", status=status
+            )
         raise FatalAPIError(f"{where}: request refused (HTTP {status}): {message}", status=status, code=code)
 
     def classify_body(self, messages: list[Message]) -> dict[str, Any]:
@@ -243,7 +268,9 @@ class OpenAIHTTPProvider:
         head, tail = text[:at].encode("ascii"), text[at + len(slot) :].encode("ascii")
 
         async def score(fill: str) -> LabelScore:
-            return _label_score(await self._post_bytes(head + encode_basestring_ascii(fill)[1:-1].encode("ascii") + tail))
+            return _label_score(
+                await self._post_bytes(head + encode_basestring_ascii(fill)[1:-1].encode("ascii") + tail)
+            )
 
         return score
 
@@ -269,8 +296,12 @@ class OpenAIHTTPProvider:
         try:
             async with session.get(self.base_url + "/models") as response:
                 if response.status != 200:
-                    raise UserError(f"{self.base_url}/models answered HTTP {response.status}; pass --model NAME")
+                    raise UserError(
+                        f"{self.base_url}/models answered HTTP {response.status}; pass --model NAME"
+                    )
                 body = await response.json(content_type=None)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UserError(f"cannot reach {self.base_url} ({type(exc).__name__}); is the server running?") from None
+            raise UserError(
+                f"cannot reach {self.base_url} ({type(exc).__name__}); is the server running?"
+            ) from None
         return [str(m.get("id")) for m in body.get("data", []) if isinstance(m, dict)]

@@ -50,7 +50,11 @@ class ModelPool:
             check_can_classify(model)
         if model not in self._providers:
             self._providers[model] = make_provider(
-                model, base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, connections=self.concurrency
+                model,
+                base_url=self.base_url,
+                api_key=self.api_key,
+                timeout=self.timeout,
+                connections=self.concurrency,
             )
         return self._providers[model]
 
@@ -62,9 +66,15 @@ class ModelPool:
         provider = self._providers[model]
         if model not in self._limiters:
             maximum = min(self.concurrency, provider.max_concurrency)
-            self._limiters[model] = AdaptiveLimiter(maximum, initial=min(maximum, 16), rpm=self.rpm, tpm=self.tpm)
+            self._limiters[model] = AdaptiveLimiter(
+                maximum, initial=min(maximum, 16), rpm=self.rpm, tpm=self.tpm
+            )
         return LLMClient(
-            provider, cache=self.cache, policy=self.policy, limiter=self._limiters[model], stats=stats,
+            provider,
+            cache=self.cache,
+            policy=self.policy,
+            limiter=self._limiters[model],
+            stats=stats,
             inflight=self._inflight,
         )
 

@@ -10,7 +10,9 @@ from asyncpipe.llm.openai_http import OpenAIHTTPProvider
 
 def served_models(base_url: str, api_key: str | None, timeout: float = 10.0) -> list[str]:
     async def ask() -> list[str]:
-        provider = OpenAIHTTPProvider("?", base_url=base_url, api_key=api_key, facts=model_facts("?"), timeout=timeout)
+        provider = OpenAIHTTPProvider(
+            "?", base_url=base_url, api_key=api_key, facts=model_facts("?"), timeout=timeout
+        )
         try:
             return await provider.list_models()
         finally:

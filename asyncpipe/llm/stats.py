@@ -10,11 +10,11 @@ from asyncpipe.llm.base import Usage
 
 @dataclass
 class RunStats:
-    requests: int = 0          # sent over the wire (or to the embedded model), retries included
+    requests: int = 0  # sent over the wire (or to the embedded model), retries included
     cache_hits: int = 0
     retries: int = 0
     rate_limited: int = 0
-    failed: int = 0            # requests that ended in an error after their last attempt
+    failed: int = 0  # requests that ended in an error after their last attempt
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -29,7 +29,11 @@ class RunStats:
         if price is None:
             return None
         uncached = max(0, self.prompt_tokens - self.cached_tokens)
-        return (uncached * price.input + self.cached_tokens * price.cached_input + self.completion_tokens * price.output) / 1e6
+        return (
+            uncached * price.input
+            + self.cached_tokens * price.cached_input
+            + self.completion_tokens * price.output
+        ) / 1e6
 
     def to_dict(self) -> dict:
         return asdict(self)

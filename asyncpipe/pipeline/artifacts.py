@@ -21,12 +21,25 @@ from asyncpipe.metrics import apply_bias_offset, summarize
 
 SUMMARY_INT = ("n", "n_scored", "n_unscored", "tp", "fp", "tn", "fn")
 SUMMARY_FLOAT = (
-    "accuracy", "balanced_accuracy", "accuracy_low", "accuracy_high", "p_value", "mean_confidence",
-    "log_loss", "brier", "ece", "auc",
+    "accuracy",
+    "balanced_accuracy",
+    "accuracy_low",
+    "accuracy_high",
+    "p_value",
+    "mean_confidence",
+    "log_loss",
+    "brier",
+    "ece",
+    "auc",
 )
 METRICS_SCHEMA: dict[str, Any] = {
-    "phase": pl.Utf8, "step": pl.Int64, "epoch": pl.Int64, "split": pl.Utf8, "correction": pl.Utf8,
-    **{k: pl.Int64 for k in SUMMARY_INT}, **{k: pl.Float64 for k in SUMMARY_FLOAT},
+    "phase": pl.Utf8,
+    "step": pl.Int64,
+    "epoch": pl.Int64,
+    "split": pl.Utf8,
+    "correction": pl.Utf8,
+    **{k: pl.Int64 for k in SUMMARY_INT},
+    **{k: pl.Float64 for k in SUMMARY_FLOAT},
 }
 CLASSIFIER_FORMAT = 1
 
@@ -36,8 +49,14 @@ def preds_frame(labels: list[str], p_a: list[float | None]) -> pl.DataFrame:
 
 
 def metrics_row(phase: str, step: int, epoch: int | None, split: str, correction: str, summary: dict) -> dict:
-    return {"phase": phase, "step": step, "epoch": epoch, "split": split, "correction": correction,
-            **{k: summary.get(k) for k in (*SUMMARY_INT, *SUMMARY_FLOAT)}}
+    return {
+        "phase": phase,
+        "step": step,
+        "epoch": epoch,
+        "split": split,
+        "correction": correction,
+        **{k: summary.get(k) for k in (*SUMMARY_INT, *SUMMARY_FLOAT)},
+    }
 
 
 def metrics_frame(rows: list[dict]) -> pl.DataFrame:
@@ -46,12 +65,23 @@ def metrics_frame(rows: list[dict]) -> pl.DataFrame:
 
 def predictions_with_correction(frame: pl.DataFrame, offset: float) -> pl.DataFrame:
     """Add ``p_a_corrected`` and the predicted labels; ``p_a`` stays the raw probability."""
-    def decide(column: str) -> pl.Expr:
-        return pl.when(pl.col(column).is_null()).then(None).when(pl.col(column) >= 0.5).then(pl.lit("A")).otherwise(pl.lit("B"))
 
-    return frame.with_columns(apply_bias_offset(pl.col("p_a"), offset).alias("p_a_corrected")).with_columns(
-        decide("p_a_corrected").alias("predicted"), decide("p_a").alias("predicted_raw")
-    ).select("label", "row", "split", "text", "p_a", "p_a_corrected", "predicted", "predicted_raw", "error")
+    def decide(column: str) -> pl.Expr:
+        return (
+            pl.when(pl.col(column).is_null())
+            .then(None)
+            .when(pl.col(column) >= 0.5)
+            .then(pl.lit("A"))
+            .otherwise(pl.lit("B"))
+        )
+
+    return (
+        frame.with_columns(apply_bias_offset(pl.col("p_a"), offset).alias("p_a_corrected"))
+        .with_columns(decide("p_a_corrected").alias("predicted"), decide("p_a").alias("predicted_raw"))
+        .select(
+            "label", "row", "split", "text", "p_a", "p_a_corrected", "predicted", "predicted_raw", "error"
+        )
+    )
 
 
 def final_summaries(predictions: pl.DataFrame) -> dict[str, dict[str, dict]]:

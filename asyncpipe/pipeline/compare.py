@@ -79,7 +79,17 @@ def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"asyncpipe": __version__}
-    for name in ("polars", "aiohttp", "anyio", "tenacity", "plotly", "rich", "pyyaml", "openai", "llama-cpp-python"):
+    for name in (
+        "polars",
+        "aiohttp",
+        "anyio",
+        "tenacity",
+        "plotly",
+        "rich",
+        "pyyaml",
+        "openai",
+        "llama-cpp-python",
+    ):
         with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
     return out
@@ -88,7 +98,9 @@ def package_versions() -> dict[str, str]:
 class Run:
     """One comparison in one output directory."""
 
-    def __init__(self, cfg: RunConfig, reporter: Reporter, stats: RunStats, pool: ModelPool, *, owns_pool: bool) -> None:
+    def __init__(
+        self, cfg: RunConfig, reporter: Reporter, stats: RunStats, pool: ModelPool, *, owns_pool: bool
+    ) -> None:
         self.cfg = cfg
         self.reporter = reporter
         self.stats = stats
@@ -104,14 +116,24 @@ class Run:
     def prepare(self) -> None:
         cfg = self.cfg
         self.side_a, self.side_b, self.layout = load_sides(
-            cfg.file_a, cfg.file_b, text_column=cfg.text_column, columns=list(cfg.columns) if cfg.columns else None,
-            with_question=cfg.with_question, max_row_chars=cfg.max_row_chars, max_rows=cfg.max_rows,
+            cfg.file_a,
+            cfg.file_b,
+            text_column=cfg.text_column,
+            columns=list(cfg.columns) if cfg.columns else None,
+            with_question=cfg.with_question,
+            max_row_chars=cfg.max_row_chars,
+            max_rows=cfg.max_rows,
         )
         n_a, n_b = len(self.side_a.texts), len(self.side_b.texts)
         self.n_pairs = min(n_a, n_b)
         self.plan: Plan = make_plan(
-            self.n_pairs, batch_size=cfg.batch_size, epochs=cfg.epochs, validation_fraction=cfg.validation_fraction,
-            validation_max=cfg.validation_max, seed=cfg.seed, max_steps=cfg.max_steps,
+            self.n_pairs,
+            batch_size=cfg.batch_size,
+            epochs=cfg.epochs,
+            validation_fraction=cfg.validation_fraction,
+            validation_max=cfg.validation_max,
+            seed=cfg.seed,
+            max_steps=cfg.max_steps,
         )
         self.validation = self.plan.validation
         # checks the models (a missing GGUF, a model without logprobs) before anything is written
@@ -128,7 +150,9 @@ class Run:
             )
         cut = self.side_a.n_cut + self.side_b.n_cut
         if cut:
-            self.reporter.log(f"note: {cut} row(s) longer than {cfg.max_row_chars} characters were cut (marked in the text)")
+            self.reporter.log(
+                f"note: {cut} row(s) longer than {cfg.max_row_chars} characters were cut (marked in the text)"
+            )
 
     def _make_clients(self) -> None:
         cfg = self.cfg
@@ -165,7 +189,10 @@ class Run:
         self.reporter.log(f"step {number}/{total}: describing {len(pairs)} rows of A and of B")
         messages = self.describe_prompt(pairs)
         generation = await self.describer.generate(
-            messages, max_tokens=cfg.describe_max_tokens, temperature=cfg.describe_temperature, seed=cfg.seed + number
+            messages,
+            max_tokens=cfg.describe_max_tokens,
+            temperature=cfg.describe_temperature,
+            seed=cfg.seed + number,
         )
         description = generation.text
         train_rows = [("A", i) for i in pairs] + [("B", i) for i in pairs]
@@ -178,7 +205,9 @@ class Run:
         validation = summarize(artifacts.preds_frame([r[0] for r in val_rows], val_p)) if val_rows else None
         self.metric_rows.append(artifacts.metrics_row("step", number, epoch, "train", "raw", train))
         if validation is not None:
-            self.metric_rows.append(artifacts.metrics_row("step", number, epoch, "validation", "raw", validation))
+            self.metric_rows.append(
+                artifacts.metrics_row("step", number, epoch, "validation", "raw", validation)
+            )
         wrong = self.wrong_rows(train_rows, train_p)
         self.reporter.log(
             f"step {number}/{total}: accuracy {_fmt(train['accuracy'])} on its batch"
@@ -198,8 +227,12 @@ class Run:
             examples_b = [cut_text(t, per_row_chars)[0] for t in examples_b]
             wrong = [WrongRow(w.label, w.p_a, cut_text(w.text, per_row_chars)[0]) for w in wrong]
         messages = describe_messages(
-            self.cfg.templates, examples_a=examples_a, examples_b=examples_b,
-            extra_prompt=self.cfg.extra_prompt, history=self.history(), wrong=wrong,
+            self.cfg.templates,
+            examples_a=examples_a,
+            examples_b=examples_b,
+            extra_prompt=self.cfg.extra_prompt,
+            history=self.history(),
+            wrong=wrong,
         )
         context = getattr(self.describer.provider, "context_tokens", None)
         if per_row_chars is not None or not context:
@@ -231,13 +264,21 @@ class Run:
 
     async def classify(self, description: str, rows: list[tuple[str, int]], phase: str) -> Scores:
         messages = classify_messages(self.cfg.templates, description)
-        swapped = classify_messages(self.cfg.templates, swap_dataset_names(description)) if self.cfg.swap_labels else None
+        swapped = (
+            classify_messages(self.cfg.templates, swap_dataset_names(description))
+            if self.cfg.swap_labels
+            else None
+        )
         texts = [(self.side_a if label == "A" else self.side_b).texts[i] for label, i in rows]
         self.reporter.phase(phase, len(texts))
         try:
             return await classify_rows(
-                self.classifier, messages, texts, workers=self.classifier.limiter.maximum,
-                swapped_messages=swapped, on_done=self.reporter.advance,
+                self.classifier,
+                messages,
+                texts,
+                workers=self.classifier.limiter.maximum,
+                swapped_messages=swapped,
+                on_done=self.reporter.advance,
             )
         finally:
             self.reporter.end_phase()
@@ -256,14 +297,20 @@ class Run:
                 best, best_loss = result, loss
         if best is None:
             return self.steps[-1], "no step had scored rows; the last step is kept"
-        where = "held-out validation rows" if split == "validation" else "its own batch (no validation rows were set aside)"
+        where = (
+            "held-out validation rows"
+            if split == "validation"
+            else "its own batch (no validation rows were set aside)"
+        )
         return best, f"lowest log loss on {where}: {best_loss:.4f} (ties go to the later step)"
 
     # -- the end ----------------------------------------------------------------------------------
     async def finish(self, selected: StepResult, reason: str) -> Outcome:
         cfg = self.cfg
         self.reporter.log(f"selected step {selected.step}: {reason}")
-        all_rows = [("A", i) for i in range(len(self.side_a.texts))] + [("B", i) for i in range(len(self.side_b.texts))]
+        all_rows = [("A", i) for i in range(len(self.side_a.texts))] + [
+            ("B", i) for i in range(len(self.side_b.texts))
+        ]
         scores = await self.classify(selected.description, all_rows, "final classification of every row")
         shown = self.plan.shown
         held = set(self.validation)
@@ -283,7 +330,14 @@ class Run:
                 "p_a": p,
                 "error": [scores.errors.get(k) for k in range(len(all_rows))],
             },
-            schema={"label": pl.Utf8, "row": pl.Int64, "split": pl.Utf8, "text": pl.Utf8, "p_a": pl.Float64, "error": pl.Utf8},
+            schema={
+                "label": pl.Utf8,
+                "row": pl.Int64,
+                "split": pl.Utf8,
+                "text": pl.Utf8,
+                "p_a": pl.Float64,
+                "error": pl.Utf8,
+            },
         )
         fit_on = "validation" if held else "train"
         offset = fit_bias_offset(frame.filter(pl.col("split") == fit_on))
@@ -291,19 +345,37 @@ class Run:
         final = artifacts.final_summaries(predictions)
         for correction, per_split in final.items():
             for split, summary in per_split.items():
-                self.metric_rows.append(artifacts.metrics_row("final", selected.step, None, split, correction, summary))
+                self.metric_rows.append(
+                    artifacts.metrics_row("final", selected.step, None, split, correction, summary)
+                )
         messages = classify_messages(cfg.templates, selected.description)
-        swapped = classify_messages(cfg.templates, swap_dataset_names(selected.description)) if cfg.swap_labels else None
+        swapped = (
+            classify_messages(cfg.templates, swap_dataset_names(selected.description))
+            if cfg.swap_labels
+            else None
+        )
         document = artifacts.classifier_document(
-            model=cfg.classify_model, base_url=cfg.base_url, messages=messages, swapped_messages=swapped,
-            description=selected.description, layout=self.layout.to_dict(), labels=self.labels(),
-            selected={"step": selected.step, "epoch": selected.epoch, "reason": reason,
-                      "metrics": {"train": selected.train, "validation": selected.validation}},
-            bias_offset=offset, bias_fitted_on=fit_on,
+            model=cfg.classify_model,
+            base_url=cfg.base_url,
+            messages=messages,
+            swapped_messages=swapped,
+            description=selected.description,
+            layout=self.layout.to_dict(),
+            labels=self.labels(),
+            selected={
+                "step": selected.step,
+                "epoch": selected.epoch,
+                "reason": reason,
+                "metrics": {"train": selected.train, "validation": selected.validation},
+            },
+            bias_offset=offset,
+            bias_fitted_on=fit_on,
         )
         write_parquet_atomic(self.out / "predictions.parquet", predictions)
         write_yaml_atomic(self.out / "classify.yaml", document)
-        self.run_info.update(selected_step=selected.step, selection_reason=reason, bias_offset=offset, final=final)
+        self.run_info.update(
+            selected_step=selected.step, selection_reason=reason, bias_offset=offset, final=final
+        )
         self.write_progress(status="complete")
         return Outcome(self.out, "complete", selected, final, self.out / "index.html")
 
@@ -326,19 +398,32 @@ class Run:
             "labels": self.labels(),
             "models": {"describe": cfg.describe_model, "classify": cfg.classify_model},
             "config": cfg.public_dict(),
-            "plan": {"pairs": self.n_pairs, "validation_pairs": len(self.validation), "steps": len(self.plan.steps),
-                     "steps_done": len(self.steps), "rows_cut": self.side_a.n_cut + self.side_b.n_cut},
+            "plan": {
+                "pairs": self.n_pairs,
+                "validation_pairs": len(self.validation),
+                "steps": len(self.plan.steps),
+                "steps_done": len(self.steps),
+                "rows_cut": self.side_a.n_cut + self.side_b.n_cut,
+            },
             "stats": {**self.stats.to_dict(), "estimated_cost_usd": self.stats.cost(price)},
             "packages": package_versions(),
-            "selected_step": None, "selection_reason": None, "bias_offset": None, "final": None,
+            "selected_step": None,
+            "selection_reason": None,
+            "bias_offset": None,
+            "final": None,
             **self.run_info,
         }
         write_json_atomic(self.out / "run.json", info)
 
     def write_progress(self, status: str = "running", message: str | None = None) -> None:
         lines = [
-            {"step": s.step, "epoch": s.epoch, "description": s.description, "pairs": list(s.pairs),
-             "metrics": {"train": s.train, "validation": s.validation}}
+            {
+                "step": s.step,
+                "epoch": s.epoch,
+                "description": s.description,
+                "pairs": list(s.pairs),
+                "metrics": {"train": s.train, "validation": s.validation},
+            }
             for s in self.steps
         ]
         write_text_atomic(self.out / "steps.jsonl", "".join(_json_line(line) for line in lines))
@@ -358,10 +443,19 @@ def _fmt(value: float | None) -> str:
 
 
 def make_pool(cfg: RunConfig, api_key: str | None = None) -> ModelPool:
-    policy = RetryPolicy(cfg.max_attempts, float(cfg.extra.get("retry_base_delay", 1.0)), float(cfg.extra.get("retry_max_delay", 60.0)))
+    policy = RetryPolicy(
+        cfg.max_attempts,
+        float(cfg.extra.get("retry_base_delay", 1.0)),
+        float(cfg.extra.get("retry_max_delay", 60.0)),
+    )
     return ModelPool(
-        base_url=cfg.base_url, api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
-        timeout=cfg.timeout, concurrency=cfg.concurrency, policy=policy, rpm=cfg.rpm, tpm=cfg.tpm,
+        base_url=cfg.base_url,
+        api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
+        timeout=cfg.timeout,
+        concurrency=cfg.concurrency,
+        policy=policy,
+        rpm=cfg.rpm,
+        tpm=cfg.tpm,
     )
 
 
@@ -384,7 +478,9 @@ async def compare(cfg: RunConfig, reporter: Reporter, *, pool: ModelPool | None 
         raise
     except BaseException:
         # Ctrl-C or cancellation: what is finished is in the cache; say how far the run got.
-        run.write_progress(status="interrupted", message="interrupted; run the same command again to continue")
+        run.write_progress(
+            status="interrupted", message="interrupted; run the same command again to continue"
+        )
         raise
     finally:
         await _close_quietly(run)

@@ -50,7 +50,14 @@ def load_sides(
     if max_rows is not None:
         frame_a, frame_b = frame_a.head(max_rows), frame_b.head(max_rows)
     column = choose_text_column(frame_a, frame_b, text_column, (str(path_a), str(path_b)))
-    layout = make_layout(frame_a, frame_b, text_column=column, columns=columns, with_question=with_question, max_chars=max_row_chars)
+    layout = make_layout(
+        frame_a,
+        frame_b,
+        text_column=column,
+        columns=columns,
+        with_question=with_question,
+        max_chars=max_row_chars,
+    )
     return (
         _side("A", name_a, path_a, frame_a, layout),
         _side("B", name_b, path_b, frame_b, layout),

@@ -21,8 +21,14 @@ import yaml
 from asyncpipe.errors import UserError
 
 ARTIFACTS = (
-    "classify.yaml", "predictions.parquet", "metrics.parquet", "steps.jsonl", "run.json",
-    "index.html", "accuracy.html", "confidence.html",
+    "classify.yaml",
+    "predictions.parquet",
+    "metrics.parquet",
+    "steps.jsonl",
+    "run.json",
+    "index.html",
+    "accuracy.html",
+    "confidence.html",
 )
 
 
@@ -72,7 +78,9 @@ def file_digest(path: Path) -> str:
 
 
 def run_fingerprint(settings: dict[str, Any], inputs: list[Path]) -> str:
-    blob = json.dumps({"settings": settings, "inputs": [file_digest(p) for p in inputs]}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"settings": settings, "inputs": [file_digest(p) for p in inputs]}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

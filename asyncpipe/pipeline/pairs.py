@@ -68,7 +68,16 @@ from asyncpipe.report.pairs import render_pairs_summary
 SEPARATOR = "__vs__"
 #: names at the top of OUTPUT that a question folder must never take
 RESERVED = {"index.html", "pairs.json", "pairs.parquet", "cache.sqlite", "run.json", "plotly.min.js"}
-HELD_OUT_KEYS = ("n", "n_scored", "accuracy", "accuracy_low", "accuracy_high", "p_value", "auc", "balanced_accuracy")
+HELD_OUT_KEYS = (
+    "n",
+    "n_scored",
+    "accuracy",
+    "accuracy_low",
+    "accuracy_high",
+    "p_value",
+    "auc",
+    "balanced_accuracy",
+)
 
 
 # -- which files, which pairs -----------------------------------------------------------------------
@@ -103,7 +112,9 @@ def _has_magic(text: str) -> bool:
 
 
 def _is_output_dir(directory: str) -> bool:
-    return os.path.isfile(os.path.join(directory, "run.json")) or os.path.isfile(os.path.join(directory, "pairs.json"))
+    return os.path.isfile(os.path.join(directory, "run.json")) or os.path.isfile(
+        os.path.join(directory, "pairs.json")
+    )
 
 
 def _question(path: str, root: str) -> str:
@@ -114,11 +125,17 @@ def _question(path: str, root: str) -> str:
 def _walk(root: str, skip: str | None) -> Iterable[str]:
     for here, dirs, names in os.walk(root):
         dirs[:] = sorted(
-            d for d in dirs
-            if not d.startswith(".") and os.path.abspath(os.path.join(here, d)) != skip
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and os.path.abspath(os.path.join(here, d)) != skip
             and not _is_output_dir(os.path.join(here, d))
         )
-        yield from (os.path.join(here, n) for n in sorted(names) if not n.startswith(".") and Path(n).suffix.lower() in SUPPORTED)
+        yield from (
+            os.path.join(here, n)
+            for n in sorted(names)
+            if not n.startswith(".") and Path(n).suffix.lower() in SUPPORTED
+        )
 
 
 def find_files(paths: Iterable[str], *, output: Path | None = None) -> list[Member]:
@@ -143,13 +160,19 @@ def find_files(paths: Iterable[str], *, output: Path | None = None) -> list[Memb
                 raise UserError(f"{given}: holds no data files ({', '.join(SUPPORTED)})")
         elif os.path.isfile(given):
             if Path(given).suffix.lower() not in SUPPORTED:
-                raise UserError(f"{given}: unsupported file type '{Path(given).suffix or '(none)'}'; use one of {', '.join(SUPPORTED)}")
+                raise UserError(
+                    f"{given}: unsupported file type '{Path(given).suffix or '(none)'}'; use one of {', '.join(SUPPORTED)}"
+                )
             add(given, os.path.dirname(given) or ".")
         elif _has_magic(given):
             parts = Path(given).parts
             fixed = list(itertools.takewhile(lambda p: not _has_magic(p), parts))
             root = str(Path(*fixed)) if fixed else "."
-            matches = sorted(m for m in glob.glob(given, recursive=True) if os.path.isfile(m) and Path(m).suffix.lower() in SUPPORTED)
+            matches = sorted(
+                m
+                for m in glob.glob(given, recursive=True)
+                if os.path.isfile(m) and Path(m).suffix.lower() in SUPPORTED
+            )
             if not matches:
                 raise UserError(f"{given}: matches no data files ({', '.join(SUPPORTED)})")
             for path in matches:
@@ -175,7 +198,12 @@ def _named(members: list[Member]) -> list[Member]:
         depth = 1
         while depth < len(parts):
             name = "/".join(parts[-depth:])
-            rivals = [o for o in members if o is not m and "/".join(Path(os.path.abspath(o.path)).with_suffix("").parts[-depth:]) == name]
+            rivals = [
+                o
+                for o in members
+                if o is not m
+                and "/".join(Path(os.path.abspath(o.path)).with_suffix("").parts[-depth:]) == name
+            ]
             if not rivals:
                 break
             depth += 1
@@ -196,12 +224,19 @@ def _matches(member: Member, base: str) -> bool:
     )
 
 
-def plan_pairs(paths: Iterable[str], *, output: Path, against: str | None = None, by_question: bool = False) -> PairsPlan:
+def plan_pairs(
+    paths: Iterable[str], *, output: Path, against: str | None = None, by_question: bool = False
+) -> PairsPlan:
     """Find the files and form the pairs. Raises UserError when there is nothing to compare."""
     members = find_files(paths, output=output)
     warnings: list[str] = []
     known = {os.path.abspath(m.path) for m in members}
-    if against is not None and not by_question and os.path.isfile(against) and os.path.abspath(against) not in known:
+    if (
+        against is not None
+        and not by_question
+        and os.path.isfile(against)
+        and os.path.abspath(against) not in known
+    ):
         members.append(Member(Path(against), _question(against, os.path.dirname(against) or ".")))
     groups: dict[str | None, list[Member]] = {}
     for m in members:
@@ -230,7 +265,9 @@ def plan_pairs(paths: Iterable[str], *, output: Path, against: str | None = None
         else:
             bases = [m for m in group if _matches(m, against_key)]
             if len(bases) > 1:
-                raise UserError(f"--against {against}: matches {len(bases)} files in {where} ({', '.join(str(b.path) for b in bases)}); give a path")
+                raise UserError(
+                    f"--against {against}: matches {len(bases)} files in {where} ({', '.join(str(b.path) for b in bases)}); give a path"
+                )
             if not bases:
                 warnings.append(f"{where}: no file matches --against {against}; skipped")
                 continue
@@ -242,7 +279,9 @@ def plan_pairs(paths: Iterable[str], *, output: Path, against: str | None = None
         names = ", ".join(sorted({m.path.stem for m in members})[:10])
         raise UserError(f"--against {against}: matches none of the {len(members)} files found ({names})")
     if not jobs:
-        raise UserError(f"nothing to compare: {len(members)} file(s) found, and a pair needs two in one group")
+        raise UserError(
+            f"nothing to compare: {len(members)} file(s) found, and a pair needs two in one group"
+        )
     return PairsPlan(tuple(jobs), against, by_question, tuple(warnings))
 
 
@@ -267,11 +306,18 @@ class PairResult:
     def to_dict(self) -> dict:
         job = self.job
         return {
-            "question": job.question, "dir": job.subdir,
-            "a": {"name": job.a.name, "path": str(job.a.path)}, "b": {"name": job.b.name, "path": str(job.b.path)},
-            "status": self.status, "reason": self.reason, "skipped": self.skipped,
-            "selected_step": self.selected_step, "description": self.description,
-            "held_out": self.held_out, "stats": self.stats, "seconds": self.seconds,
+            "question": job.question,
+            "dir": job.subdir,
+            "a": {"name": job.a.name, "path": str(job.a.path)},
+            "b": {"name": job.b.name, "path": str(job.b.path)},
+            "status": self.status,
+            "reason": self.reason,
+            "skipped": self.skipped,
+            "selected_step": self.selected_step,
+            "description": self.description,
+            "held_out": self.held_out,
+            "stats": self.stats,
+            "seconds": self.seconds,
         }
 
 
@@ -279,7 +325,11 @@ def held_out(final: dict | None) -> dict | None:
     """The validation-row metrics, raw and bias-corrected, from compare's ``final`` summaries."""
     if not final or "validation" not in final.get("raw", {}):
         return None
-    return {c: {k: final[c]["validation"].get(k) for k in HELD_OUT_KEYS} for c in ("raw", "corrected") if c in final}
+    return {
+        c: {k: final[c]["validation"].get(k) for k in HELD_OUT_KEYS}
+        for c in ("raw", "corrected")
+        if c in final
+    }
 
 
 def flat_row(result: dict) -> dict:
@@ -287,11 +337,17 @@ def flat_row(result: dict) -> dict:
     selected_step, description, report (relative link or null), n_validation, and per correction
     (``raw``/``corrected``) accuracy, accuracy_low, accuracy_high, p_value, auc."""
     row = {
-        "question": result["question"], "dir": result["dir"],
-        "a_name": result["a"]["name"], "a_path": result["a"]["path"],
-        "b_name": result["b"]["name"], "b_path": result["b"]["path"],
-        "status": result["status"], "reason": result["reason"], "skipped": result["skipped"],
-        "selected_step": result["selected_step"], "description": result["description"],
+        "question": result["question"],
+        "dir": result["dir"],
+        "a_name": result["a"]["name"],
+        "a_path": result["a"]["path"],
+        "b_name": result["b"]["name"],
+        "b_path": result["b"]["path"],
+        "status": result["status"],
+        "reason": result["reason"],
+        "skipped": result["skipped"],
+        "selected_step": result["selected_step"],
+        "description": result["description"],
         "report": result.get("report"),
     }
     metrics = result["held_out"] or {}
@@ -304,10 +360,24 @@ def flat_row(result: dict) -> dict:
 
 
 PARQUET_SCHEMA = {
-    "question": pl.Utf8, "dir": pl.Utf8, "a_name": pl.Utf8, "a_path": pl.Utf8, "b_name": pl.Utf8, "b_path": pl.Utf8,
-    "status": pl.Utf8, "reason": pl.Utf8, "skipped": pl.Boolean, "selected_step": pl.Int64, "description": pl.Utf8,
-    "report": pl.Utf8, "n_validation": pl.Int64,
-    **{f"{k}_{c}": pl.Float64 for c in ("raw", "corrected") for k in ("accuracy", "accuracy_low", "accuracy_high", "p_value", "auc")},
+    "question": pl.Utf8,
+    "dir": pl.Utf8,
+    "a_name": pl.Utf8,
+    "a_path": pl.Utf8,
+    "b_name": pl.Utf8,
+    "b_path": pl.Utf8,
+    "status": pl.Utf8,
+    "reason": pl.Utf8,
+    "skipped": pl.Boolean,
+    "selected_step": pl.Int64,
+    "description": pl.Utf8,
+    "report": pl.Utf8,
+    "n_validation": pl.Int64,
+    **{
+        f"{k}_{c}": pl.Float64
+        for c in ("raw", "corrected")
+        for k in ("accuracy", "accuracy_low", "accuracy_high", "p_value", "auc")
+    },
 }
 
 
@@ -331,9 +401,19 @@ def _finished(cfg: RunConfig) -> tuple[str, dict | None]:
 def _reused(job: PairJob, cfg: RunConfig, run: dict) -> PairResult:
     description = None
     with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
-        description = (yaml.safe_load((cfg.output / "classify.yaml").read_text(encoding="utf-8")) or {}).get("description")
-    return PairResult(job, "complete", skipped=True, selected_step=run.get("selected_step"), description=description,
-                      held_out=held_out(run.get("final")), stats=run.get("stats"), seconds=run.get("wall_seconds"))
+        description = (yaml.safe_load((cfg.output / "classify.yaml").read_text(encoding="utf-8")) or {}).get(
+            "description"
+        )
+    return PairResult(
+        job,
+        "complete",
+        skipped=True,
+        selected_step=run.get("selected_step"),
+        description=description,
+        held_out=held_out(run.get("final")),
+        stats=run.get("stats"),
+        seconds=run.get("wall_seconds"),
+    )
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -373,14 +453,24 @@ class _Summary:
             report = self.out / result.job.subdir / "index.html"
             entry["report"] = f"{result.job.subdir}/index.html" if report.is_file() else None
             pairs.append(entry)
-        write_json_atomic(self.out / "pairs.json", {
-            "asyncpipe_pairs": 1, "version": __version__, "status": status,
-            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "against": self.plan.against, "by_question": self.plan.by_question,
-            "models": {"describe": self.cfg.describe_model, "classify": self.cfg.classify_model},
-            "cache": str(self.cfg.cache_path), "warnings": list(self.plan.warnings), "pairs": pairs,
-        })
-        write_parquet_atomic(self.out / "pairs.parquet", pl.DataFrame([flat_row(p) for p in pairs], schema=PARQUET_SCHEMA))
+        write_json_atomic(
+            self.out / "pairs.json",
+            {
+                "asyncpipe_pairs": 1,
+                "version": __version__,
+                "status": status,
+                "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "against": self.plan.against,
+                "by_question": self.plan.by_question,
+                "models": {"describe": self.cfg.describe_model, "classify": self.cfg.classify_model},
+                "cache": str(self.cfg.cache_path),
+                "warnings": list(self.plan.warnings),
+                "pairs": pairs,
+            },
+        )
+        write_parquet_atomic(
+            self.out / "pairs.parquet", pl.DataFrame([flat_row(p) for p in pairs], schema=PARQUET_SCHEMA)
+        )
         return render_pairs_summary(self.out)
 
 
@@ -388,23 +478,32 @@ def _prepare_top(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--output {out}: exists and is not a directory")
     if (out / "run.json").exists():
-        raise UserError(f"--output {out}: holds a single comparison (run.json); choose another --output for pairs")
+        raise UserError(
+            f"--output {out}: holds a single comparison (run.json); choose another --output for pairs"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--output {out}: cannot create it ({exc.strerror})") from None
 
 
-async def run_pairs(cfg: RunConfig, plan: PairsPlan, reporter: Reporter, *, parallel: int = 4) -> PairsOutcome:
+async def run_pairs(
+    cfg: RunConfig, plan: PairsPlan, reporter: Reporter, *, parallel: int = 4
+) -> PairsOutcome:
     """Run every pair of ``plan`` into a subfolder of ``cfg.output``; ``cfg.file_a``/``file_b`` are
     ignored. Returns how many failed; raises UserError (before anything runs) when a pair folder
     holds a different earlier run and neither ``--resume`` nor ``--force`` was given."""
     if cfg.dry_run:
-        raise UserError("pairs does not take --dry-run yet; estimate one pair with 'asyncpipe compare A B --dry-run'")
+        raise UserError(
+            "pairs does not take --dry-run yet; estimate one pair with 'asyncpipe compare A B --dry-run'"
+        )
     out = cfg.output
     _prepare_top(out)
     cfg = replace(cfg, cache_path=cfg.cache_path or out / "cache.sqlite")
-    configs = {job.subdir: replace(cfg, file_a=job.a.path, file_b=job.b.path, output=out / job.subdir) for job in plan.jobs}
+    configs = {
+        job.subdir: replace(cfg, file_a=job.a.path, file_b=job.b.path, output=out / job.subdir)
+        for job in plan.jobs
+    }
     results = {job.subdir: PairResult(job) for job in plan.jobs}
     todo: list[PairJob] = []
     different = []
@@ -425,8 +524,10 @@ async def run_pairs(cfg: RunConfig, plan: PairsPlan, reporter: Reporter, *, para
         reporter.log(f"note: {warning}")
     skipped = len(plan.jobs) - len(todo)
     reporter.log(
-        f"{len(plan.jobs)} pair(s)" + (f", {skipped} already finished (skipped)" if skipped else "")
-        + (f"; running {len(todo)}, at most {parallel} at a time" if todo else "") + f"; summary: {out / 'index.html'}"
+        f"{len(plan.jobs)} pair(s)"
+        + (f", {skipped} already finished (skipped)" if skipped else "")
+        + (f"; running {len(todo)}, at most {parallel} at a time" if todo else "")
+        + f"; summary: {out / 'index.html'}"
     )
     summary = _Summary(out, cfg, plan, results)
     index = summary.write("running" if todo else "complete")
@@ -449,15 +550,25 @@ async def run_pairs(cfg: RunConfig, plan: PairsPlan, reporter: Reporter, *, para
                 try:
                     outcome = await compare(configs[job.subdir], pair_reporter, pool=pool)
                 except (UserError, FatalAPIError) as exc:
-                    result = PairResult(job, "failed", reason=str(exc), stats=stats.to_dict(), seconds=time.monotonic() - started)
+                    result = PairResult(
+                        job,
+                        "failed",
+                        reason=str(exc),
+                        stats=stats.to_dict(),
+                        seconds=time.monotonic() - started,
+                    )
                 except BaseException:
                     results[job.subdir] = replace(results[job.subdir], status="interrupted")
                     raise
                 else:
                     result = PairResult(
-                        job, "complete", selected_step=outcome.selected.step if outcome.selected else None,
+                        job,
+                        "complete",
+                        selected_step=outcome.selected.step if outcome.selected else None,
                         description=outcome.selected.description if outcome.selected else None,
-                        held_out=held_out(outcome.final), stats=stats.to_dict(), seconds=round(time.monotonic() - started, 3),
+                        held_out=held_out(outcome.final),
+                        stats=stats.to_dict(),
+                        seconds=round(time.monotonic() - started, 3),
                     )
                 results[job.subdir] = result
                 done += 1
@@ -485,8 +596,12 @@ def _one_line(result: PairResult) -> str:
         return f"failed: {result.reason}"
     raw = (result.held_out or {}).get("raw") or {}
     stats = result.stats or {}
-    accuracy = "no held-out rows" if not raw else (
-        f"held-out accuracy {_pct(raw.get('accuracy'))} [{_pct(raw.get('accuracy_low'))}, {_pct(raw.get('accuracy_high'))}]"
+    accuracy = (
+        "no held-out rows"
+        if not raw
+        else (
+            f"held-out accuracy {_pct(raw.get('accuracy'))} [{_pct(raw.get('accuracy_low'))}, {_pct(raw.get('accuracy_high'))}]"
+        )
     )
     return f"{result.status}, {accuracy} ({result.seconds or 0:.1f} s, {stats.get('requests', 0)} sent, {stats.get('cache_hits', 0)} cached)"
 

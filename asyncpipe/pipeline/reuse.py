@@ -36,18 +36,29 @@ def load_classifier(path: Path) -> dict[str, Any]:
     document = read_yaml(path, "classifier")
     fmt = document.get("asyncpipe_classifier")
     if fmt is None:
-        raise UserError(f"{path}: not an asyncpipe classifier (no 'asyncpipe_classifier' key); use the classify.yaml a compare run wrote")
+        raise UserError(
+            f"{path}: not an asyncpipe classifier (no 'asyncpipe_classifier' key); use the classify.yaml a compare run wrote"
+        )
     if fmt != artifacts.CLASSIFIER_FORMAT:
-        raise UserError(f"{path}: classifier format {fmt!r} is not supported by asyncpipe {__version__} (expects {artifacts.CLASSIFIER_FORMAT})")
+        raise UserError(
+            f"{path}: classifier format {fmt!r} is not supported by asyncpipe {__version__} (expects {artifacts.CLASSIFIER_FORMAT})"
+        )
     messages = document.get("messages")
     valid = (
-        isinstance(messages, list) and messages
-        and all(isinstance(m, dict) and isinstance(m.get("content"), str) and isinstance(m.get("role"), str) for m in messages)
+        isinstance(messages, list)
+        and messages
+        and all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) and isinstance(m.get("role"), str)
+            for m in messages
+        )
         and document.get("placeholder", "{row}") in messages[-1]["content"]
-        and isinstance(document.get("row_layout"), dict) and isinstance(document.get("model"), str)
+        and isinstance(document.get("row_layout"), dict)
+        and isinstance(document.get("model"), str)
     )
     if not valid:
-        raise UserError(f"{path}: damaged classifier: needs messages with a {{row}} placeholder, a model and a row_layout")
+        raise UserError(
+            f"{path}: damaged classifier: needs messages with a {{row}} placeholder, a model and a row_layout"
+        )
     return document
 
 
@@ -59,14 +70,21 @@ async def classify_saved(args, reporter: Reporter) -> Path:
         raise UserError(f"{args.classifier}: damaged row_layout") from None
     files = [args.file] + ([args.file2] if args.file2 else [])
     names = side_names(*files) if len(files) == 2 else (args.file.stem,)
-    sides = [load_side(label, name, path, layout) for label, name, path in zip("AB", names, files, strict=False)]
+    sides = [
+        load_side(label, name, path, layout) for label, name, path in zip("AB", names, files, strict=False)
+    ]
     if args.max_rows:
         sides = [type(s)(s.label, s.name, s.path, s.texts[: args.max_rows], s.n_cut) for s in sides]
     model = args.model or document["model"]
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or document.get("base_url")
     pool = ModelPool(
-        base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY"), timeout=args.timeout or 60.0,
-        concurrency=args.concurrency or 64, policy=RetryPolicy(args.max_attempts or 5), rpm=args.rpm, tpm=args.tpm,
+        base_url=base_url,
+        api_key=os.environ.get("OPENAI_API_KEY"),
+        timeout=args.timeout or 60.0,
+        concurrency=args.concurrency or 64,
+        policy=RetryPolicy(args.max_attempts or 5),
+        rpm=args.rpm,
+        tpm=args.tpm,
     )
     pool.provider(model, "classify")
     fingerprint = run_fingerprint({"classifier": document, "model": model}, files)
@@ -78,8 +96,12 @@ async def classify_saved(args, reporter: Reporter) -> Path:
     reporter.phase("classifying", len(texts))
     try:
         scores = await classify_rows(
-            client, document["messages"], texts, workers=client.limiter.maximum,
-            swapped_messages=document.get("swapped_messages"), on_done=reporter.advance,
+            client,
+            document["messages"],
+            texts,
+            workers=client.limiter.maximum,
+            swapped_messages=document.get("swapped_messages"),
+            on_done=reporter.advance,
         )
     finally:
         reporter.end_phase()
@@ -94,21 +116,42 @@ async def classify_saved(args, reporter: Reporter) -> Path:
             "p_a": scores.values(),
             "error": [scores.errors.get(k) for k in range(len(texts))],
         },
-        schema={"label": pl.Utf8, "row": pl.Int64, "split": pl.Utf8, "text": pl.Utf8, "p_a": pl.Float64, "error": pl.Utf8},
+        schema={
+            "label": pl.Utf8,
+            "row": pl.Int64,
+            "split": pl.Utf8,
+            "text": pl.Utf8,
+            "p_a": pl.Float64,
+            "error": pl.Utf8,
+        },
     )
     predictions = artifacts.predictions_with_correction(frame, float(document.get("bias_offset") or 0.0))
     write_parquet_atomic(args.output / "predictions.parquet", predictions)
     info: dict[str, Any] = {
-        "status": "complete", "version": __version__, "fingerprint": fingerprint, "command": "classify",
-        "classifier": str(args.classifier), "model": model, "inputs": [str(f) for f in files],
-        "labels": document.get("labels"), "stats": reporter.stats.to_dict(), "wall_seconds": round(time.time() - started, 3),
+        "status": "complete",
+        "version": __version__,
+        "fingerprint": fingerprint,
+        "command": "classify",
+        "classifier": str(args.classifier),
+        "model": model,
+        "inputs": [str(f) for f in files],
+        "labels": document.get("labels"),
+        "stats": reporter.stats.to_dict(),
+        "wall_seconds": round(time.time() - started, 3),
     }
     if len(sides) == 2:
         final = artifacts.final_summaries(predictions.with_columns(pl.lit("rest").alias("split")))
-        rows = [artifacts.metrics_row("final", 0, None, split, corr, s) for corr, per in final.items() for split, s in per.items() if split == "all"]
+        rows = [
+            artifacts.metrics_row("final", 0, None, split, corr, s)
+            for corr, per in final.items()
+            for split, s in per.items()
+            if split == "all"
+        ]
         write_parquet_atomic(args.output / "metrics.parquet", artifacts.metrics_frame(rows))
         info["final"] = {corr: per["all"] for corr, per in final.items()}
         s = info["final"]["corrected"]
-        reporter.log(f"accuracy {s['accuracy']!s} on {s['n_scored']} scored rows ({s['n_unscored']} unscored)")
+        reporter.log(
+            f"accuracy {s['accuracy']!s} on {s['n_scored']} scored rows ({s['n_unscored']} unscored)"
+        )
     write_json_atomic(args.output / "run.json", info)
     return args.output / "predictions.parquet"

@@ -13,7 +13,9 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def print_summary(outcome: Outcome, console: Console, stats: RunStats | None = None, cost: float | None = None) -> None:
+def print_summary(
+    outcome: Outcome, console: Console, stats: RunStats | None = None, cost: float | None = None
+) -> None:
     final = outcome.final or {}
     table = Table(title="asyncpipe: how well the description separates A from B", title_justify="left")
     for column in ("split", "rows", "accuracy (95% CI)", "p vs chance", "corrected acc.", "unscored"):
@@ -38,6 +40,7 @@ def print_summary(outcome: Outcome, console: Console, stats: RunStats | None = N
             f"Requests sent: {stats.requests} ({stats.retries} retries, {stats.rate_limited}×429) · answers from the cache: "
             f"{stats.cache_hits} · tokens: {stats.prompt_tokens} in ({stats.cached_tokens} cached by the provider), "
             f"{stats.completion_tokens} out · estimated cost of this run: {spent} · unscored rows: {stats.unscored}",
-            markup=False, highlight=False,
+            markup=False,
+            highlight=False,
         )
     console.print(f"Report: {outcome.index_html}", markup=False, highlight=False)

@@ -79,12 +79,14 @@ def describe_messages(
     if history:
         entries = []
         for entry in history:
-            lines = [_metrics_line("on the rows it was written from", entry.train),
-                     _metrics_line("on held-out rows", entry.validation)]
+            lines = [
+                _metrics_line("on the rows it was written from", entry.train),
+                _metrics_line("on held-out rows", entry.validation),
+            ]
             tag = " (best so far)" if entry.best else ""
             stats = "; ".join(line for line in lines if line)
             entries.append(
-                f"<description step=\"{entry.step}\">{tag}\n{fence_safe(entry.description)}\n</description>\n"
+                f'<description step="{entry.step}">{tag}\n{fence_safe(entry.description)}\n</description>\n'
                 f"Result: {stats}"
             )
         wrong_text = ""
@@ -113,7 +115,10 @@ def describe_messages(
 def classify_messages(templates: Templates, description: str) -> list[Message]:
     """The classifier prompt with ``{row}`` still in it: this is what classify.yaml stores."""
     return [
-        {"role": "system", "content": fill(templates.classify_system, description=fence_safe(description.strip()))},
+        {
+            "role": "system",
+            "content": fill(templates.classify_system, description=fence_safe(description.strip())),
+        },
         {"role": "user", "content": templates.classify_user},
     ]
 
@@ -128,4 +133,6 @@ def with_row(messages: list[Message], row: str) -> list[Message]:
 def swap_dataset_names(description: str) -> str:
     """The description with the roles of A and B exchanged, for ``--swap-labels``. The describer is told
     to say "dataset A" / "dataset B", and exactly those phrases are exchanged."""
-    return re.sub(r"\b([Dd]ataset) ([AB])\b", lambda m: f"{m.group(1)} {'B' if m.group(2) == 'A' else 'A'}", description)
+    return re.sub(
+        r"\b([Dd]ataset) ([AB])\b", lambda m: f"{m.group(1)} {'B' if m.group(2) == 'A' else 'A'}", description
+    )

@@ -147,7 +147,9 @@ def matrix_table(pairs: list[dict], *, against: bool) -> str:
             lookup[(p["a"]["name"], p["b"]["name"])] = lookup[(p["b"]["name"], p["a"]["name"])] = p
     head = "".join(f'<th class="col" scope="col">{esc(c)}</th>' for c in cols)
     corner = "A ↓ &nbsp; B →" if against else ""
-    lines = [f'<div class="scroll"><table class="matrix"><thead><tr><th>{corner}</th>{head}</tr></thead><tbody>']
+    lines = [
+        f'<div class="scroll"><table class="matrix"><thead><tr><th>{corner}</th>{head}</tr></thead><tbody>'
+    ]
     for r in rows:
         cells = "".join(_cell(lookup.get((r, c)), diagonal=not against and r == c) for c in cols)
         lines.append(f'<tr><th class="row" scope="row">{esc(r)}</th>{cells}</tr>')
@@ -166,7 +168,7 @@ def legend() -> str:
 def _with_interval(summary: dict) -> str:
     if summary.get("accuracy") is None:
         return "–"
-    return f'{pct(summary["accuracy"])} {interval(summary.get("accuracy_low"), summary.get("accuracy_high"))}'
+    return f"{pct(summary['accuracy'])} {interval(summary.get('accuracy_low'), summary.get('accuracy_high'))}"
 
 
 def pairs_table(pairs: list[dict]) -> str:
@@ -184,7 +186,9 @@ def pairs_table(pairs: list[dict]) -> str:
             detail = f'<span class="reason">{esc(p.get("reason"))}</span>'
         elif p.get("description"):
             step = p.get("selected_step")
-            detail = (f'<span class="sub">step {esc(step)}:</span> ' if step else "") + clipped(p["description"], 300)
+            detail = (f'<span class="sub">step {esc(step)}:</span> ' if step else "") + clipped(
+                p["description"], 300
+            )
         else:
             detail = ""
         lines.append(
@@ -212,25 +216,33 @@ def _header(data: dict) -> str:
     status = data.get("status", "running")
     tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     models = data.get("models") or {}
-    model_text = models.get("classify") if models.get("classify") == models.get("describe") else (
-        f"{models.get('describe')} describes, {models.get('classify')} classifies"
+    model_text = (
+        models.get("classify")
+        if models.get("classify") == models.get("describe")
+        else (f"{models.get('describe')} describes, {models.get('classify')} classifies")
     )
     against = data.get("against")
-    mode = f"every file against the base <b>{esc(against)}</b> (A = the other file, B = the base)" if against else (
-        "every pair of files (A = the first name in alphabetical order)"
+    mode = (
+        f"every file against the base <b>{esc(against)}</b> (A = the other file, B = the base)"
+        if against
+        else ("every pair of files (A = the first name in alphabetical order)")
     )
     parts = [
         "<h1>asyncpipe pairs</h1>",
         f'<p><span class="badge status-{esc(status)}">{esc(status)}</span> {len(pairs)} pairs: {esc(tally)} · '
         f"model: {esc(model_text)} · updated {esc(data.get('updated_at'))}</p>",
-        f'<p class="sub">Compared: {mode}' + (", within each question." if data.get("by_question") else ".") + "</p>",
+        f'<p class="sub">Compared: {mode}'
+        + (", within each question." if data.get("by_question") else ".")
+        + "</p>",
         '<p class="sub">Each cell is the <b>held-out accuracy</b> of the pair\'s selected description: rows never shown '
         "to the describer, each classified alone, with its Wilson 95% interval. 50% is chance; the further from it, "
         "the better the description separates the two files. Click a cell for that pair's report.</p>",
         legend(),
     ]
     if status == "running":
-        parts.append('<p class="note">Still running: this page is rewritten as each pair finishes; reload it.</p>')
+        parts.append(
+            '<p class="note">Still running: this page is rewritten as each pair finishes; reload it.</p>'
+        )
     for warning in data.get("warnings") or []:
         parts.append(f'<p class="note">{esc(warning)}</p>')
     failed = counts.get("failed", 0)
@@ -252,8 +264,10 @@ def pairs_page(data: dict) -> str:
         body.append(matrix_table(members, against=bool(data.get("against"))))
         body.append(pairs_table(members))
         body.append("</section>")
-    body.append("<footer>Rendered from pairs.json by asyncpipe. Each pair's folder holds its own report, "
-                "classify.yaml and predictions.</footer>")
+    body.append(
+        "<footer>Rendered from pairs.json by asyncpipe. Each pair's folder holds its own report, "
+        "classify.yaml and predictions.</footer>"
+    )
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
