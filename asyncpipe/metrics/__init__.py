@@ -2,6 +2,9 @@
 
 from asyncpipe.metrics.calibration import apply_bias_offset, correct_probability, fit_bias_offset
 from asyncpipe.metrics.scores import (
+    SUMMARY_FLOAT_KEYS,
+    SUMMARY_INT_KEYS,
+    SUMMARY_KEYS,
     binomial_test_p_value,
     reliability_bins,
     summarize,
@@ -9,6 +12,9 @@ from asyncpipe.metrics.scores import (
 )
 
 __all__ = [
+    "SUMMARY_FLOAT_KEYS",
+    "SUMMARY_INT_KEYS",
+    "SUMMARY_KEYS",
     "apply_bias_offset",
     "binomial_test_p_value",
     "correct_probability",

@@ -128,6 +128,23 @@ def _bin_table(scored: pl.DataFrame, bins: int) -> pl.DataFrame:
     )
 
 
+#: the keys :func:`summarize` returns, counts first; also the summary columns of metrics.parquet
+SUMMARY_INT_KEYS = ("n", "n_scored", "n_unscored", "tp", "fp", "tn", "fn")
+SUMMARY_FLOAT_KEYS = (
+    "accuracy",
+    "balanced_accuracy",
+    "accuracy_low",
+    "accuracy_high",
+    "p_value",
+    "mean_confidence",
+    "log_loss",
+    "brier",
+    "ece",
+    "auc",
+)
+SUMMARY_KEYS = SUMMARY_INT_KEYS + SUMMARY_FLOAT_KEYS
+
+
 def summarize(preds: pl.DataFrame, *, p_column: str = "p_a") -> dict[str, float | int | None]:
     """Every headline number for one run, as plain Python values (never NaN; None when undefined).
 
@@ -140,23 +157,11 @@ def summarize(preds: pl.DataFrame, *, p_column: str = "p_a") -> dict[str, float 
     n = preds.height
     n_scored = scored.height
     summary: dict[str, float | int | None] = {
+        **dict.fromkeys(SUMMARY_INT_KEYS, 0),
+        **dict.fromkeys(SUMMARY_FLOAT_KEYS),
         "n": n,
         "n_scored": n_scored,
         "n_unscored": n - n_scored,
-        "tp": 0,
-        "fp": 0,
-        "tn": 0,
-        "fn": 0,
-        "accuracy": None,
-        "balanced_accuracy": None,
-        "accuracy_low": None,
-        "accuracy_high": None,
-        "p_value": None,
-        "mean_confidence": None,
-        "log_loss": None,
-        "brier": None,
-        "ece": None,
-        "auc": None,
     }
     if n_scored == 0:
         return summary

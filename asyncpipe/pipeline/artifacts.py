@@ -17,21 +17,11 @@ from typing import Any
 import polars as pl
 
 from asyncpipe import __version__
-from asyncpipe.metrics import apply_bias_offset, summarize
+from asyncpipe.metrics import SUMMARY_FLOAT_KEYS, SUMMARY_INT_KEYS, apply_bias_offset, summarize
+from asyncpipe.pipeline.classify import Scores
 
-SUMMARY_INT = ("n", "n_scored", "n_unscored", "tp", "fp", "tn", "fn")
-SUMMARY_FLOAT = (
-    "accuracy",
-    "balanced_accuracy",
-    "accuracy_low",
-    "accuracy_high",
-    "p_value",
-    "mean_confidence",
-    "log_loss",
-    "brier",
-    "ece",
-    "auc",
-)
+SUMMARY_INT = SUMMARY_INT_KEYS
+SUMMARY_FLOAT = SUMMARY_FLOAT_KEYS
 METRICS_SCHEMA: dict[str, Any] = {
     "phase": pl.Utf8,
     "step": pl.Int64,
@@ -61,6 +51,31 @@ def metrics_row(phase: str, step: int, epoch: int | None, split: str, correction
 
 def metrics_frame(rows: list[dict]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=METRICS_SCHEMA)
+
+
+RAW_PREDICTIONS_SCHEMA = {
+    "label": pl.Utf8,
+    "row": pl.Int64,
+    "split": pl.Utf8,
+    "text": pl.Utf8,
+    "p_a": pl.Float64,
+    "error": pl.Utf8,
+}
+
+
+def raw_predictions(
+    labels: list[str | None], rows: list[int], splits: list[str], texts: list[str], scores: Scores
+) -> pl.DataFrame:
+    """One row per classified row, before any correction (``p_a`` null where unscored)."""
+    data = {
+        "label": labels,
+        "row": rows,
+        "split": splits,
+        "text": texts,
+        "p_a": scores.values(),
+        "error": [scores.errors.get(k) for k in range(len(texts))],
+    }
+    return pl.DataFrame(data, schema=RAW_PREDICTIONS_SCHEMA)
 
 
 def predictions_with_correction(frame: pl.DataFrame, offset: float) -> pl.DataFrame:

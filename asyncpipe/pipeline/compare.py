@@ -21,7 +21,7 @@ import polars as pl
 
 from asyncpipe import __version__
 from asyncpipe.config import RunConfig, model_facts
-from asyncpipe.data.pairing import Plan, make_plan
+from asyncpipe.data.pairing import Plan
 from asyncpipe.data.render import CUT_MARKER, cut_text
 from asyncpipe.errors import FatalAPIError, UserError
 from asyncpipe.llm.base import Message
@@ -31,7 +31,7 @@ from asyncpipe.llm.stats import RunStats
 from asyncpipe.metrics import fit_bias_offset, summarize
 from asyncpipe.pipeline import artifacts
 from asyncpipe.pipeline.classify import Scores, classify_rows
-from asyncpipe.pipeline.inputs import load_sides
+from asyncpipe.pipeline.inputs import load_sides_for, plan_for
 from asyncpipe.pipeline.outputs import (
     prepare_output_dir,
     run_fingerprint,
@@ -115,26 +115,10 @@ class Run:
     # -- setup ------------------------------------------------------------------------------------
     def prepare(self) -> None:
         cfg = self.cfg
-        self.side_a, self.side_b, self.layout = load_sides(
-            cfg.file_a,
-            cfg.file_b,
-            text_column=cfg.text_column,
-            columns=list(cfg.columns) if cfg.columns else None,
-            with_question=cfg.with_question,
-            max_row_chars=cfg.max_row_chars,
-            max_rows=cfg.max_rows,
-        )
+        self.side_a, self.side_b, self.layout = load_sides_for(cfg)
         n_a, n_b = len(self.side_a.texts), len(self.side_b.texts)
         self.n_pairs = min(n_a, n_b)
-        self.plan: Plan = make_plan(
-            self.n_pairs,
-            batch_size=cfg.batch_size,
-            epochs=cfg.epochs,
-            validation_fraction=cfg.validation_fraction,
-            validation_max=cfg.validation_max,
-            seed=cfg.seed,
-            max_steps=cfg.max_steps,
-        )
+        self.plan: Plan = plan_for(cfg, self.n_pairs)
         self.validation = self.plan.validation
         # checks the models (a missing GGUF, a model without logprobs) before anything is written
         self.pool.provider(cfg.classify_model, "classify")
@@ -320,24 +304,12 @@ class Run:
                 return "validation"
             return "train" if i in shown else "rest"
 
-        p = scores.values()
-        frame = pl.DataFrame(
-            {
-                "label": [label for label, _ in all_rows],
-                "row": [i for _, i in all_rows],
-                "split": [split_of(i) for _, i in all_rows],
-                "text": [(self.side_a if label == "A" else self.side_b).texts[i] for label, i in all_rows],
-                "p_a": p,
-                "error": [scores.errors.get(k) for k in range(len(all_rows))],
-            },
-            schema={
-                "label": pl.Utf8,
-                "row": pl.Int64,
-                "split": pl.Utf8,
-                "text": pl.Utf8,
-                "p_a": pl.Float64,
-                "error": pl.Utf8,
-            },
+        frame = artifacts.raw_predictions(
+            [label for label, _ in all_rows],
+            [i for _, i in all_rows],
+            [split_of(i) for _, i in all_rows],
+            [(self.side_a if label == "A" else self.side_b).texts[i] for label, i in all_rows],
+            scores,
         )
         fit_on = "validation" if held else "train"
         offset = fit_bias_offset(frame.filter(pl.col("split") == fit_on))

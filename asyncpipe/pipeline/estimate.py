@@ -25,8 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from asyncpipe.config import ModelFacts, RunConfig, model_facts
-from asyncpipe.data.pairing import make_plan
-from asyncpipe.pipeline.inputs import load_sides
+from asyncpipe.pipeline.inputs import load_sides_for, plan_for
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, classify_messages, describe_messages
 
 CHARS_PER_TOKEN = 4
@@ -187,25 +186,9 @@ class Estimate:
 
 def estimate_run(cfg: RunConfig) -> Estimate:
     """What ``compare(cfg)`` would send, from the same plan; reads the input files, nothing else."""
-    side_a, side_b, _ = load_sides(  # as Run.prepare loads them
-        cfg.file_a,
-        cfg.file_b,
-        text_column=cfg.text_column,
-        columns=list(cfg.columns) if cfg.columns else None,
-        with_question=cfg.with_question,
-        max_row_chars=cfg.max_row_chars,
-        max_rows=cfg.max_rows,
-    )
+    side_a, side_b, _ = load_sides_for(cfg)  # as Run.prepare loads them
     n_pairs = min(len(side_a.texts), len(side_b.texts))
-    plan = make_plan(
-        n_pairs,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        validation_fraction=cfg.validation_fraction,
-        validation_max=cfg.validation_max,
-        seed=cfg.seed,
-        max_steps=cfg.max_steps,
-    )
+    plan = plan_for(cfg, n_pairs)
     per_row = 2 if cfg.swap_labels else 1
     describe_facts, classify_facts = model_facts(cfg.describe_model), model_facts(cfg.classify_model)
     describe_counter = token_counter(describe_facts)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
+from asyncpipe.config import RunConfig
 from asyncpipe.data.load import choose_text_column, read_table
+from asyncpipe.data.pairing import Plan, make_plan
 from asyncpipe.data.render import RowLayout, make_layout, render_rows
 
 
@@ -62,6 +64,32 @@ def load_sides(
         _side("A", name_a, path_a, frame_a, layout),
         _side("B", name_b, path_b, frame_b, layout),
         layout,
+    )
+
+
+def load_sides_for(cfg: RunConfig) -> tuple[Side, Side, RowLayout]:
+    """Both files of a comparison, as its configuration says to read them."""
+    return load_sides(
+        cfg.file_a,
+        cfg.file_b,
+        text_column=cfg.text_column,
+        columns=list(cfg.columns) if cfg.columns else None,
+        with_question=cfg.with_question,
+        max_row_chars=cfg.max_row_chars,
+        max_rows=cfg.max_rows,
+    )
+
+
+def plan_for(cfg: RunConfig, n_pairs: int) -> Plan:
+    """The batches, validation pairs and steps of a comparison with ``n_pairs`` aligned pairs."""
+    return make_plan(
+        n_pairs,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        validation_fraction=cfg.validation_fraction,
+        validation_max=cfg.validation_max,
+        seed=cfg.seed,
+        max_steps=cfg.max_steps,
     )
 
 

@@ -107,23 +107,12 @@ async def classify_saved(args, reporter: Reporter) -> Path:
         reporter.end_phase()
         await pool.aclose()
     labels = [side.label for side in sides for _ in side.texts]
-    frame = pl.DataFrame(
-        {
-            "label": labels if len(sides) == 2 else [None] * len(texts),
-            "row": [i for side in sides for i in range(len(side.texts))],
-            "split": ["new"] * len(texts),
-            "text": texts,
-            "p_a": scores.values(),
-            "error": [scores.errors.get(k) for k in range(len(texts))],
-        },
-        schema={
-            "label": pl.Utf8,
-            "row": pl.Int64,
-            "split": pl.Utf8,
-            "text": pl.Utf8,
-            "p_a": pl.Float64,
-            "error": pl.Utf8,
-        },
+    frame = artifacts.raw_predictions(
+        labels if len(sides) == 2 else [None] * len(texts),
+        [i for side in sides for i in range(len(side.texts))],
+        ["new"] * len(texts),
+        texts,
+        scores,
     )
     predictions = artifacts.predictions_with_correction(frame, float(document.get("bias_offset") or 0.0))
     write_parquet_atomic(args.output / "predictions.parquet", predictions)

@@ -25,29 +25,11 @@ from typing import Any
 import polars as pl
 import yaml
 
+from asyncpipe.metrics import SUMMARY_INT_KEYS, SUMMARY_KEYS
+
 LABELS = ("A", "B")
 
-#: the keys of a summary dict, in display order; also the summary columns of metrics.parquet
-SUMMARY_KEYS = (
-    "n",
-    "n_scored",
-    "n_unscored",
-    "tp",
-    "fp",
-    "tn",
-    "fn",
-    "accuracy",
-    "balanced_accuracy",
-    "accuracy_low",
-    "accuracy_high",
-    "p_value",
-    "mean_confidence",
-    "log_loss",
-    "brier",
-    "ece",
-    "auc",
-)
-_INT_KEYS = frozenset(SUMMARY_KEYS[:7])
+_INT_KEYS = frozenset(SUMMARY_INT_KEYS)
 
 #: columns of the per-step frame the figures draw from (one row per step and split)
 STEP_COLUMNS = ("step", "epoch", "split", *SUMMARY_KEYS)
