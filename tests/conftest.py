@@ -30,6 +30,19 @@ def fruit_rows(fruit: str, n: int) -> list[dict]:
     ]
 
 
+def fruit_files(tmp_path: Path, rows_a: int = 40, rows_b: int | None = None) -> tuple[Path, Path]:
+    """A talks about apples, B about bananas, row i of each answering question i."""
+    return (
+        write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", rows_a)),
+        write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", rows_a if rows_b is None else rows_b)),
+    )
+
+
+def fake_compare(server: ServerThread, a: Path, b: Path, out: Path) -> list:
+    """The start of a ``compare`` command line against the fake server."""
+    return ["compare", a, b, "--base-url", server.base_url, "--model", "fake-model", "--output", out]
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
     """A talks about apples, B about bananas; 40 aligned rows each."""

@@ -11,22 +11,14 @@ import polars as pl
 import pytest
 import yaml
 
-from tests.conftest import PLANTED_KEY, fruit_rows, run_cli, write_jsonl
+from tests.conftest import PLANTED_KEY, fake_compare, fruit_files, fruit_rows, run_cli, write_jsonl
 from tests.fake_openai import FakeOpenAI, ServerThread, row_of, top_logprobs_for
 
 
 def compare(server, files, out: Path, *extra: str | Path):
     a, b = files
     return run_cli(
-        "compare",
-        a,
-        b,
-        "--base-url",
-        server.base_url,
-        "--model",
-        "fake-model",
-        "--output",
-        out,
+        *fake_compare(server, a, b, out),
         "--batch-size",
         "8",
         "--max-steps",
@@ -222,18 +214,9 @@ def test_unscored_rows_are_recorded_not_half(files, tmp_path, fast_retries):
 
 
 def test_unequal_lengths_pair_the_shorter_and_classify_all(server, fake, tmp_path):
-    a = write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", 30))
-    b = write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", 22))
+    a, b = fruit_files(tmp_path, 30, 22)
     result = run_cli(
-        "compare",
-        a,
-        b,
-        "--base-url",
-        server.base_url,
-        "--model",
-        "fake-model",
-        "--output",
-        tmp_path / "out",
+        *fake_compare(server, a, b, tmp_path / "out"),
         "--batch-size",
         "8",
     )

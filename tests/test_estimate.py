@@ -9,7 +9,7 @@ from asyncpipe.cli import build_config, build_parser
 from asyncpipe.config import ModelFacts
 from asyncpipe.pipeline import estimate
 from asyncpipe.pipeline.estimate import estimate_run, token_counter
-from tests.conftest import run_cli
+from tests.conftest import fake_compare, run_cli
 
 ARGS = ("--batch-size", "8", "--max-steps", "3", "--quiet")
 
@@ -19,15 +19,7 @@ def test_dry_run_sends_nothing_and_writes_nothing(files, fake, server, tmp_path:
     out = tmp_path / "out"
     cache = tmp_path / "elsewhere" / "cache.sqlite"
     result = run_cli(
-        "compare",
-        a,
-        b,
-        "--base-url",
-        server.base_url,
-        "--model",
-        "fake-model",
-        "--output",
-        out,
+        *fake_compare(server, a, b, out),
         "--cache",
         cache,
         "--dry-run",

@@ -14,7 +14,7 @@ import time
 import polars as pl
 import pytest
 
-from tests.conftest import fruit_rows, run_cli, write_jsonl
+from tests.conftest import fake_compare, fruit_files, fruit_rows, run_cli, write_jsonl
 from tests.fake_openai import FakeOpenAI, ServerThread, is_classify
 
 ROWS = 20
@@ -58,23 +58,14 @@ def mixed(seed: int = 7):
 
 
 def run(tmp_path, fault, *extra: str):
-    a = write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", ROWS))
-    b = write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", ROWS))
+    a, b = fruit_files(tmp_path, ROWS)
     cfg = tmp_path / "fast.yaml"
     cfg.write_text("retry_base_delay: 0.01\nretry_max_delay: 0.05\n")
     fake = FakeOpenAI(fault=fault, timeout_sleep=3.0)
     started = time.monotonic()
     with ServerThread(fake) as server:
         result = run_cli(
-            "compare",
-            a,
-            b,
-            "--base-url",
-            server.base_url,
-            "--model",
-            "fake-model",
-            "--output",
-            tmp_path / "out",
+            *fake_compare(server, a, b, tmp_path / "out"),
             "--batch-size",
             "8",
             "--max-steps",

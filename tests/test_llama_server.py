@@ -12,7 +12,7 @@ import urllib.request
 import polars as pl
 import pytest
 
-from tests.conftest import fruit_rows, run_cli, write_jsonl
+from tests.conftest import fruit_files, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -62,8 +62,7 @@ def llama_server():
 
 
 def test_compare_against_llama_cpp_server(llama_server, tmp_path):
-    a = write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", 6))
-    b = write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", 6))
+    a, b = fruit_files(tmp_path, 6)
     out = tmp_path / "out"
     # no --model: asyncpipe asks the server which model it serves
     result = run_cli(

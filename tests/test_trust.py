@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
-from tests.conftest import fruit_rows, run_cli, write_jsonl
+from tests.conftest import fake_compare, fruit_files, run_cli, write_jsonl
 from tests.fake_openai import FakeOpenAI, ServerThread, row_of, top_logprobs_for
 
 
@@ -19,19 +19,10 @@ def sigmoid(x: float) -> float:
 
 
 def run(fake, tmp_path, *extra, rows=40):
-    a = write_jsonl(tmp_path / "a.jsonl", fruit_rows("apple", rows))
-    b = write_jsonl(tmp_path / "b.jsonl", fruit_rows("banana", rows))
+    a, b = fruit_files(tmp_path, rows)
     with ServerThread(fake) as server:
         result = run_cli(
-            "compare",
-            a,
-            b,
-            "--base-url",
-            server.base_url,
-            "--model",
-            "fake-model",
-            "--output",
-            tmp_path / "out",
+            *fake_compare(server, a, b, tmp_path / "out"),
             "--batch-size",
             "8",
             "--max-steps",
@@ -112,15 +103,7 @@ def test_long_rows_are_cut_in_describe_and_classify_alike(tmp_path):
     fake = FakeOpenAI()
     with ServerThread(fake) as server:
         result = run_cli(
-            "compare",
-            a,
-            b,
-            "--base-url",
-            server.base_url,
-            "--model",
-            "fake-model",
-            "--output",
-            tmp_path / "out",
+            *fake_compare(server, a, b, tmp_path / "out"),
             "--batch-size",
             "12",
             "--max-row-tokens",
