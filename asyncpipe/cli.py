@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 
 from asyncpipe import __version__
-from asyncpipe.config import RunConfig, Templates, load_settings
+from asyncpipe.config import RunConfig, Templates, load_settings, model_facts
 from asyncpipe.errors import AsyncpipeError, UserError
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
@@ -320,6 +320,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         return 1 if pairs.failed else 0
     cfg = build_config(args, reporter.log)
+    reporter.price = model_facts(cfg.classify_model).price
     from asyncpipe.pipeline.compare import compare
     from asyncpipe.pipeline.summary import print_summary
 
@@ -330,8 +331,6 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     outcome = anyio.run(lambda: compare(cfg, reporter))
     if not reporter.quiet:
-        from asyncpipe.config import model_facts
-
         print_summary(
             outcome,
             reporter.console,

@@ -9,19 +9,27 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from asyncpipe.config import Price
 from asyncpipe.llm.stats import RunStats
 
 
+def _tokens(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
 class Reporter:
+    """Progress for one run. ``price`` (set once the model is known) adds a running cost estimate."""
+
     def __init__(self, stats: RunStats, *, quiet: bool = False, console: Console | None = None) -> None:
         self.stats = stats
         self.console = console or Console(stderr=True, highlight=False)
         self.live = self.console.is_terminal and not quiet
         self.quiet = quiet
+        self.price: Price | None = None
         self._progress: Progress | None = None
         self._task = None
-        self._started = time.monotonic()
         self._phase_start = time.monotonic()
+        self._last_refresh = 0.0
         self._done = 0
 
     def log(self, message: str) -> None:
@@ -39,26 +47,42 @@ class Reporter:
         if self.live:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=24),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} rows/s · {task.fields[extra]}"),
+                TextColumn("{task.fields[rate]} rows/s"),
                 TimeRemainingColumn(),
+                TextColumn("{task.fields[extra]}"),
                 console=self.console,
                 transient=True,
             )
             self._progress.start()
-            self._task = self._progress.add_task(name, total=total, rate="0", extra="")
+            self._task = self._progress.add_task(name, total=total, rate="0", extra=self._stats_text())
+
+    def _stats_text(self) -> str:
+        s = self.stats
+        cost = s.cost(self.price)
+        parts = [
+            f"sent {s.requests}",
+            f"cache {s.cache_hits}",
+            f"retries {s.retries}",
+            f"429s {s.rate_limited}",
+            f"tokens {_tokens(s.prompt_tokens)} in ({_tokens(s.cached_tokens)} cached) / {_tokens(s.completion_tokens)} out",
+        ]
+        if cost is not None:
+            parts.append(f"≈${cost:.4f}")
+        return " · ".join(parts)
 
     def advance(self, n: int = 1) -> None:
         self._done += n
-        if self._progress is not None and self._task is not None:
-            elapsed = max(1e-6, time.monotonic() - self._phase_start)
-            s = self.stats
-            extra = (
-                f"{s.requests} sent · {s.cache_hits} cached · {s.retries} retries · {s.rate_limited}×429 · "
-                f"{s.prompt_tokens + s.completion_tokens} tokens"
-            )
-            self._progress.update(self._task, advance=n, rate=f"{self._done / elapsed:.0f}", extra=extra)
+        if self._progress is None or self._task is None:
+            return
+        now = time.monotonic()
+        if now - self._last_refresh < 0.1:  # thousands of rows a second: refresh the text ten times a second
+            self._progress.advance(self._task, n)
+            return
+        self._last_refresh = now
+        rate = self._done / max(1e-6, now - self._phase_start)
+        self._progress.update(self._task, advance=n, rate=f"{rate:.0f}", extra=self._stats_text())
 
     def end_phase(self) -> None:
         if self._progress is not None:

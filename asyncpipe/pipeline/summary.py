@@ -13,6 +13,12 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return "< 1e-300" if value < 1e-300 else f"{value:.2g}"  # below that a double underflows to 0
+
+
 def print_summary(
     outcome: Outcome, console: Console, stats: RunStats | None = None, cost: float | None = None
 ) -> None:
@@ -27,7 +33,7 @@ def print_summary(
             continue
         c = corrected.get(split, {})
         ci = f"{_pct(s['accuracy'])} ({_pct(s['accuracy_low'])}–{_pct(s['accuracy_high'])})"
-        p = "n/a" if s["p_value"] is None else f"{s['p_value']:.2g}"
+        p = _p(s["p_value"])
         table.add_row(split, str(s["n"]), ci, p, _pct(c.get("accuracy")), str(s["n_unscored"]))
     console.print(table)
     if outcome.selected is not None:
