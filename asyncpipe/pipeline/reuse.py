@@ -31,6 +31,10 @@ from asyncpipe.pipeline.outputs import (
 from asyncpipe.pipeline.progress import Reporter
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
 def load_classifier(path: Path) -> dict[str, Any]:
     """Read and check a classify.yaml (safe loader only)."""
     document = read_yaml(path, "classifier")
@@ -140,7 +144,8 @@ async def classify_saved(args, reporter: Reporter) -> Path:
         info["final"] = {corr: per["all"] for corr, per in final.items()}
         s = info["final"]["corrected"]
         reporter.log(
-            f"accuracy {s['accuracy']!s} on {s['n_scored']} scored rows ({s['n_unscored']} unscored)"
+            f"accuracy (bias-corrected) {_pct(s['accuracy'])}, 95% CI {_pct(s['accuracy_low'])}–{_pct(s['accuracy_high'])}, "
+            f"on {s['n_scored']} scored rows ({s['n_unscored']} unscored)"
         )
     write_json_atomic(args.output / "run.json", info)
     return args.output / "predictions.parquet"
