@@ -300,3 +300,24 @@ def test_default_model_from_the_server(server, fake, files, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "fake-model" in result.stderr
     assert re.search(r"index\.html", result.stdout)
+
+
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        ([], "Question:\nQuestion 0?\n\nAnswer:\nAnswer 0: I would plant a apple tree in every town."),
+        (["--no-question"], "Answer 0: I would plant a apple tree in every town."),
+        (
+            ["--columns", "answer,question"],
+            "answer:\nAnswer 0: I would plant a apple tree in every town.\n\nquestion:\nQuestion 0?",
+        ),
+    ],
+)
+def test_what_a_row_shows(server, fake, files, tmp_path, flags, expected):
+    a, b = files
+    result = run_cli(*fake_compare(server, a, b, tmp_path / "out"), "--max-steps", "1", "--quiet", *flags)
+    assert result.returncode == 0, result.stderr
+    rows = {row_of(body) for body in fake.classify_requests()}
+    assert expected in rows
+    predictions = pl.read_parquet(tmp_path / "out" / "predictions.parquet")
+    assert expected in predictions["text"].to_list()
