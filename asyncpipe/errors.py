@@ -45,11 +45,14 @@ class RetryableAPIError(AsyncpipeError):
         status: int | None = None,
         retry_after: float | None = None,
         rate_limited: bool = False,
+        no_logprobs: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
         self.rate_limited = rate_limited
+        #: a 200 answer without logprobs: passing for a flaky server, permanent for one that never sends them
+        self.no_logprobs = no_logprobs
 
 
 class Interrupted(AsyncpipeError):

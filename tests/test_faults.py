@@ -187,3 +187,17 @@ def test_wrong_key_is_fatal_not_retried(tmp_path):
     assert result.returncode == 1
     assert "not authorised" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert fake.count == 1
+
+
+def test_endpoint_without_logprobs_stops_early(tmp_path):
+    """OpenRouter-style: every answer comes with ``logprobs: null``. Stop, do not pay for every row."""
+
+    def fault(number: int, body: dict) -> str | None:
+        return "null_logprobs" if is_classify(body) else None
+
+    result, fake, seconds = run(tmp_path, fault)
+    assert result.returncode == 1
+    assert "does not return logprobs" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # the 8 that tell, plus at most what was already in flight (the limiter starts at 16)
+    assert len(fake.classify_requests()) <= 8 + 16
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "failed"

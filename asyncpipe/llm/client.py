@@ -29,6 +29,8 @@ from asyncpipe.llm.limiter import AdaptiveLimiter
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
 
+# Answers in a row without logprobs, from an endpoint that never sent any, before the run stops.
+NO_LOGPROBS_LIMIT = 8
 # Part of every classify cache key: changing how we ask changes the key.
 CLASSIFY_PARAMS = {"max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20}
 
@@ -50,6 +52,10 @@ class LLMClient:
         self.limiter = limiter
         self.stats = stats
         self._server_rpm: float | None = None
+        # An endpoint that has never sent logprobs and keeps answering without them will not start
+        # (OpenRouter returns null for providers without logprobs): stop rather than pay for every row.
+        self._logprobs_seen = False
+        self._no_logprobs_streak = 0
         # requests under way, by cache key: an identical request waits for that answer instead of
         # paying for it again (duplicate rows; the same file in several pairs). Shared through the pool.
         self.inflight: dict[str, _Flight] = inflight if inflight is not None else {}
@@ -68,6 +74,14 @@ class LLMClient:
         except RetryableAPIError as exc:
             self._learn_limits()
             self.limiter.release(ok=False, rate_limited=exc.rate_limited)
+            if exc.no_logprobs and not self._logprobs_seen:
+                self._no_logprobs_streak += 1
+                if self._no_logprobs_streak >= NO_LOGPROBS_LIMIT:
+                    raise FatalAPIError(
+                        f"{self.provider.model}: {NO_LOGPROBS_LIMIT} answers in a row came without logprobs and none "
+                        "ever had them; this model or provider does not return logprobs, so it cannot classify "
+                        "(choose another --classify-model or provider)"
+                    ) from None
             if exc.rate_limited:
                 self.stats.rate_limited += 1
                 if exc.retry_after:
@@ -78,6 +92,8 @@ class LLMClient:
             raise
         self._learn_limits()
         self.limiter.release(ok=True)
+        if isinstance(result, LabelScore):
+            self._logprobs_seen = True
         return result
 
     def _count_retry(self, _exc: RetryableAPIError) -> None:

@@ -124,7 +124,9 @@ def _label_score(body: dict[str, Any]) -> LabelScore:
     logprobs = (choices[0] or {}).get("logprobs")
     content = logprobs.get("content") if isinstance(logprobs, dict) else None
     if not content:
-        raise RetryableAPIError("the answer has no logprobs (does this model or provider return them?)")
+        raise RetryableAPIError(
+            "the answer has no logprobs (does this model or provider return them?)", no_logprobs=True
+        )
     first = content[0]
     pairs = [(t.get("token", ""), t.get("logprob")) for t in first.get("top_logprobs") or []]
     chosen = first.get("token")
