@@ -331,12 +331,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     outcome = anyio.run(lambda: compare(cfg, reporter))
     if not reporter.quiet:
-        print_summary(
-            outcome,
-            reporter.console,
-            reporter.stats,
-            reporter.stats.cost(model_facts(cfg.classify_model).price),
-        )
+        print_summary(outcome, reporter.console)
     print(outcome.index_html)
     return 0
 

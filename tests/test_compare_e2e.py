@@ -321,3 +321,24 @@ def test_what_a_row_shows(server, fake, files, tmp_path, flags, expected):
     assert expected in rows
     predictions = pl.read_parquet(tmp_path / "out" / "predictions.parquet")
     assert expected in predictions["text"].to_list()
+
+
+def test_each_role_is_priced_at_its_own_model(server, fake, files, tmp_path):
+    a, b = files
+    out = tmp_path / "out"
+    result = run_cli(
+        "compare", a, b, "--base-url", server.base_url, "--describe-model", "gpt-4.1", "--classify-model",
+        "gpt-4.1-mini", "--output", out, "--max-steps", "2", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert {body["model"] for body in fake.describe_requests()} == {"gpt-4.1"}
+    assert {body["model"] for body in fake.classify_requests()} == {"gpt-4.1-mini"}
+    stats = json.loads((out / "run.json").read_text())["stats"]
+    describe, classify = stats["by_role"]["describe"], stats["by_role"]["classify"]
+    assert describe["requests"] == 2 and classify["requests"] == len(fake.classify_requests())
+    expected = (
+        describe["prompt_tokens"] * 2.00 + describe["completion_tokens"] * 8.00  # gpt-4.1, per million
+        + classify["prompt_tokens"] * 0.40 + classify["completion_tokens"] * 1.60  # gpt-4.1-mini
+    ) / 1e6  # fmt: skip
+    assert stats["estimated_cost_usd"] == pytest.approx(expected)
+    assert stats["requests"] == describe["requests"] + classify["requests"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from asyncpipe.config import Price
 from asyncpipe.llm.base import Usage
@@ -34,6 +34,9 @@ class RunStats:
             + self.cached_tokens * price.cached_input
             + self.completion_tokens * price.output
         ) / 1e6
+
+    def __add__(self, other: RunStats) -> RunStats:
+        return RunStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
     def to_dict(self) -> dict:
         return asdict(self)

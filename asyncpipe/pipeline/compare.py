@@ -73,6 +73,9 @@ class Outcome:
     selected: StepResult | None
     final: dict | None
     index_html: Path | None
+    #: both roles added up, and the estimated cost of this run (None when a price is unknown)
+    stats: RunStats | None = None
+    cost: float | None = None
 
 
 def package_versions() -> dict[str, str]:
@@ -103,7 +106,8 @@ class Run:
     ) -> None:
         self.cfg = cfg
         self.reporter = reporter
-        self.stats = stats
+        self.stats = stats  # the classifier's: what the progress display shows
+        self.describe_stats = RunStats()
         self.out = cfg.output
         self.pool = pool
         self.owns_pool = owns_pool
@@ -142,7 +146,7 @@ class Run:
         cfg = self.cfg
         self.pool.open_cache(cfg.cache_path or cfg.output / "cache.sqlite")
         self.classifier = self.pool.client(cfg.classify_model, self.stats)
-        self.describer = self.pool.client(cfg.describe_model, self.stats)
+        self.describer = self.pool.client(cfg.describe_model, self.describe_stats)
 
     async def close(self) -> None:
         if self.owns_pool:
@@ -349,15 +353,31 @@ class Run:
             selected_step=selected.step, selection_reason=reason, bias_offset=offset, final=final
         )
         self.write_progress(status="complete")
-        return Outcome(self.out, "complete", selected, final, self.out / "index.html")
+        total, cost = self.totals()
+        return Outcome(self.out, "complete", selected, final, self.out / "index.html", total, cost)
 
     # -- writing ----------------------------------------------------------------------------------
     def labels(self) -> dict:
         return {"A": self.side_a.to_dict(), "B": self.side_b.to_dict()}
 
+    def totals(self) -> tuple[RunStats, float | None]:
+        """Both roles' counts added up, and the cost with each role at its own model's price (None
+        when either price is unknown)."""
+        describe = self.describe_stats.cost(model_facts(self.cfg.describe_model).price)
+        classify = self.stats.cost(model_facts(self.cfg.classify_model).price)
+        cost = None if describe is None or classify is None else describe + classify
+        return self.stats + self.describe_stats, cost
+
+    def stats_record(self) -> dict:
+        total, cost = self.totals()
+        return {
+            **total.to_dict(),
+            "estimated_cost_usd": cost,
+            "by_role": {"describe": self.describe_stats.to_dict(), "classify": self.stats.to_dict()},
+        }
+
     def write_run_json(self, status: str, message: str | None = None) -> None:
         cfg = self.cfg
-        price = model_facts(cfg.classify_model).price
         finished = status != "running"
         info = {
             "status": status,
@@ -377,7 +397,7 @@ class Run:
                 "steps_done": len(self.steps),
                 "rows_cut": self.side_a.n_cut + self.side_b.n_cut,
             },
-            "stats": {**self.stats.to_dict(), "estimated_cost_usd": self.stats.cost(price)},
+            "stats": self.stats_record(),
             "packages": package_versions(),
             "selected_step": None,
             "selection_reason": None,

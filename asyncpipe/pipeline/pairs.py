@@ -567,7 +567,7 @@ async def run_pairs(
                         selected_step=outcome.selected.step if outcome.selected else None,
                         description=outcome.selected.description if outcome.selected else None,
                         held_out=held_out(outcome.final),
-                        stats=stats.to_dict(),
+                        stats={**(outcome.stats or stats).to_dict(), "estimated_cost_usd": outcome.cost},
                         seconds=round(time.monotonic() - started, 3),
                     )
                 results[job.subdir] = result

@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from asyncpipe.llm.stats import RunStats
 from asyncpipe.pipeline.compare import Outcome
 
 
@@ -19,9 +18,7 @@ def _p(value: float | None) -> str:
     return "< 1e-300" if value < 1e-300 else f"{value:.2g}"  # below that a double underflows to 0
 
 
-def print_summary(
-    outcome: Outcome, console: Console, stats: RunStats | None = None, cost: float | None = None
-) -> None:
+def print_summary(outcome: Outcome, console: Console) -> None:
     final = outcome.final or {}
     table = Table(title="asyncpipe: how well the description separates A from B", title_justify="left")
     for column in ("split", "rows", "accuracy (95% CI)", "p vs chance", "corrected acc.", "unscored"):
@@ -40,6 +37,7 @@ def print_summary(
         text = outcome.selected.description
         console.print(f"[bold]Selected description (step {outcome.selected.step}):[/bold]", highlight=False)
         console.print(text if len(text) < 1200 else text[:1200] + " …", markup=False, highlight=False)
+    stats, cost = outcome.stats, outcome.cost
     if stats is not None:
         spent = "unknown (no price in config/models.yaml)" if cost is None else f"${cost:.4f}"
         console.print(
