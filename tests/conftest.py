@@ -69,18 +69,33 @@ def fast_retries(tmp_path: Path) -> Path:
     return path
 
 
+def cli_env(env: dict | None = None) -> dict:
+    """The environment a user's shell would give the CLI, with a planted key (``{"X": None}`` removes X)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    full_env.update({"OPENAI_API_KEY": PLANTED_KEY, "PYTHONPATH": str(REPO)})
+    full_env.update(env or {})
+    return {k: v for k, v in full_env.items() if v is not None}
+
+
+def start_cli(*args: str | Path) -> subprocess.Popen:
+    """Start ``python -m asyncpipe ARGS`` without waiting, to signal or kill it mid-run."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "asyncpipe", *map(str, args)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def run_cli(
     *args: str | Path, cwd: Path | None = None, env: dict | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess:
     """Run ``python -m asyncpipe ARGS`` the way a user would, with a planted API key."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    full_env.update({"OPENAI_API_KEY": PLANTED_KEY, "PYTHONPATH": str(REPO)})
-    full_env.update(env or {})
-    full_env = {k: v for k, v in full_env.items() if v is not None}  # env={"X": None} removes X
     return subprocess.run(
         [sys.executable, "-m", "asyncpipe", *map(str, args)],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

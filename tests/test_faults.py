@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import fake_compare, fruit_files, fruit_rows, run_cli, write_jsonl
-from tests.fake_openai import FakeOpenAI, ServerThread, is_classify
+from tests.fake_openai import FAULTS, FakeOpenAI, ServerThread, is_classify
 
 ROWS = 20
 MAX_ATTEMPTS = 4
@@ -33,18 +33,7 @@ def every_fifth(kind: str):
 
 def mixed(seed: int = 7):
     rng = random.Random(seed)
-    kinds = [
-        "rate_limit",
-        "500",
-        "502",
-        "503",
-        "timeout",
-        "reset",
-        "truncated",
-        "null_logprobs",
-        "no_labels",
-        "empty_choices",
-    ]
+    kinds = [kind for kind in FAULTS if kind != "quota"]  # quota stops a run: it has its own test
 
     def fault(number: int, body: dict) -> str | None:
         if rng.random() >= 0.2:

@@ -4,31 +4,16 @@ sending again any request whose answer had been stored, and gives the same outpu
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import polars as pl
 import yaml
 
-from tests.conftest import PLANTED_KEY, REPO, fruit_rows, run_cli, write_jsonl
+from tests.conftest import fruit_rows, run_cli, start_cli, write_jsonl
 from tests.fake_openai import FakeOpenAI, ServerThread, is_classify
-
-
-def start_cli(*args) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env.update({"OPENAI_API_KEY": PLANTED_KEY, "PYTHONPATH": str(REPO)})
-    return subprocess.Popen(
-        [sys.executable, "-m", "asyncpipe", *map(str, args)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def wait_until(condition, limit: float = 60.0) -> None:

@@ -4,7 +4,6 @@ own, and one response cache shared by concurrent writers (``make -j``)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from asyncpipe.errors import UserError
 from asyncpipe.llm.cache import ResponseCache
 from asyncpipe.pipeline.pairs import plan_pairs
-from tests.conftest import PLANTED_KEY, REPO, fruit_rows, run_cli, write_jsonl
+from tests.conftest import REPO, fruit_rows, run_cli, start_cli, write_jsonl
 from tests.fake_openai import FakeOpenAI, ServerThread
 
 ARTIFACTS = (
@@ -366,15 +365,7 @@ def test_two_compare_runs_share_one_cache_file(server, fake, tmp_path):
             "1",
             "--quiet",
         ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-        env.update({"OPENAI_API_KEY": PLANTED_KEY, "PYTHONPATH": str(REPO)})
-        return subprocess.Popen(
-            [sys.executable, "-m", "asyncpipe", *map(str, args)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        return start_cli(*args)
 
     runs = [start("banana", "one"), start("cherry", "two")]
     for process in runs:
