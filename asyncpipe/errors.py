@@ -3,6 +3,8 @@
 - :class:`UserError`: the input or the options are wrong. The user fixes them; exit code 2.
 - :class:`FatalAPIError`: the API refused in a way that retrying cannot fix (bad key, unknown model,
   exhausted quota). The run stops at once, keeps finished work, exit code 1.
+- :class:`RequestRejected`: the API refused one request for its content (400, 413, 422). That row is
+  unscored with the reason; other rows go on.
 - :class:`RetryableAPIError`: a passing fault (rate limit, 5xx, timeout, broken connection, a reply that
   cannot be parsed). The retry policy owns it; it never reaches the user unless retries run out.
 
@@ -26,6 +28,19 @@ class UserError(AsyncpipeError):
 
 class FatalAPIError(AsyncpipeError):
     """The API refused for good (401, 403, 404, 400, insufficient quota). Exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class RequestRejected(AsyncpipeError):
+    """The API refused this one request (HTTP 400, 413, 422: a content filter, a prompt over the
+    context length). Retrying the same request cannot help, but other requests may well succeed: a
+    classify request ends as an unscored row with the reason; a describe request stops the run."""
 
     exit_code = 1
 

@@ -37,6 +37,7 @@ FAULTS = (
     "null_logprobs",
     "no_labels",
     "empty_choices",
+    "refused",
 )
 
 
@@ -201,6 +202,13 @@ class FakeOpenAI:
                     "x-ratelimit-remaining-requests": "0",
                     "x-ratelimit-reset-requests": "20ms",
                 },
+            )
+        if fault == "refused":  # OpenAI's content-policy refusal of one prompt
+            return self.error(
+                400,
+                "Invalid prompt: your prompt was flagged as potentially violating our usage policy.",
+                "invalid_request_error",
+                "invalid_prompt",
             )
         if fault == "quota":
             self.answered_429 += 1

@@ -19,7 +19,7 @@ from tests.fake_openai import FAULTS, FakeOpenAI, ServerThread, is_classify
 
 ROWS = 20
 MAX_ATTEMPTS = 4
-CLASSIFY_ONLY = {"null_logprobs", "no_labels", "empty_choices"}
+CLASSIFY_ONLY = {"null_logprobs", "no_labels", "empty_choices", "refused"}
 
 
 def every_fifth(kind: str):
@@ -190,3 +190,35 @@ def test_endpoint_without_logprobs_stops_early(tmp_path):
     # the 8 that tell, plus at most what was already in flight (the limiter starts at 16)
     assert len(fake.classify_requests()) <= 8 + 16
     assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "failed"
+
+
+def test_a_refused_row_is_unscored_and_the_run_goes_on(tmp_path):
+    """A content-policy refusal (400 invalid_prompt) is that row's problem, not the run's."""
+
+    def fault(number: int, body: dict) -> str | None:
+        return "refused" if is_classify(body) and "Answer 7:" in body["messages"][-1]["content"] else None
+
+    result, fake, _ = run(tmp_path, fault)
+    assert result.returncode == 0, result.stderr
+    predictions = pl.read_parquet(tmp_path / "out" / "predictions.parquet")
+    refused = predictions.filter(pl.col("row") == 7)
+    assert refused["p_a"].null_count() == 2
+    assert all("refused by the API (HTTP 400 invalid_prompt)" in e for e in refused["error"])
+    assert predictions["p_a"].null_count() == 2
+    # a refusal is not retried (the same prompt gets the same answer) and not cached (asked again next run)
+    refused_bodies = [b for b in fake.classify_requests() if "Answer 7:" in b["messages"][-1]["content"]]
+    assert len({json.dumps(b, sort_keys=True) for b in refused_bodies}) == len(refused_bodies)
+
+
+def test_every_row_refused_stops_the_run(tmp_path):
+    result, fake, _ = run(tmp_path, lambda n, body: "refused" if is_classify(body) else None)
+    assert result.returncode == 1
+    assert "in a row were refused" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert len(fake.classify_requests()) <= 8 + 16
+
+
+def test_a_refused_describe_request_stops_with_advice(tmp_path):
+    result, fake, _ = run(tmp_path, lambda n, body: None if is_classify(body) else "refused")
+    assert result.returncode == 1
+    assert "describe request was refused" in result.stderr and "--batch-size" in result.stderr
+    assert len(fake.describe_requests()) == 1

@@ -22,7 +22,7 @@ from json.encoder import encode_basestring
 
 import anyio
 
-from asyncpipe.errors import FatalAPIError, RetryableAPIError
+from asyncpipe.errors import FatalAPIError, RequestRejected, RetryableAPIError
 from asyncpipe.llm.base import Generation, LabelScore, Message, Provider, SlotPrompt, Usage
 from asyncpipe.llm.cache import SLOT, ResponseCache, SlotKey, cache_key
 from asyncpipe.llm.limiter import AdaptiveLimiter
@@ -31,6 +31,9 @@ from asyncpipe.llm.stats import RunStats
 
 # Answers in a row without logprobs, from an endpoint that never sent any, before the run stops.
 NO_LOGPROBS_LIMIT = 8
+# Classify requests refused in a row (HTTP 400/413/422) before the run stops: one refused row is that
+# row's problem, a run of them is the whole run's (a wrong parameter, a model that rejects the prompt).
+REJECTED_LIMIT = 8
 # Part of every classify cache key: changing how we ask changes the key.
 CLASSIFY_PARAMS = {"max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20}
 
@@ -55,6 +58,7 @@ class LLMClient:
         # An endpoint that has never sent logprobs and keeps answering without them will not start
         # (OpenRouter returns null for providers without logprobs): stop rather than pay for every row.
         self._logprobs_seen = False
+        self._rejected_streak = 0
         self._no_logprobs_streak = 0
         # requests under way, by cache key: an identical request waits for that answer instead of
         # paying for it again (duplicate rows; the same file in several pairs). Shared through the pool.
@@ -128,7 +132,17 @@ class LLMClient:
             except RetryableAPIError as exc:
                 self.stats.failed += 1
                 result = LabelScore(None, f"gave up after {self.policy.max_attempts} attempts: {exc}")
+            except RequestRejected as exc:
+                # this row's request was refused for what it holds; not cached, so a later run asks again
+                self.stats.failed += 1
+                self._rejected_streak += 1
+                if self._rejected_streak >= REJECTED_LIMIT:
+                    raise FatalAPIError(
+                        f"{self._rejected_streak} classify requests in a row were refused; the last: {exc}"
+                    ) from None
+                result = LabelScore(None, str(exc))
             else:
+                self._rejected_streak = 0
                 self.stats.add_usage(result.usage)
                 if self.cache is not None:
                     self.cache.put(key, "score", _score_json(result))
@@ -161,6 +175,11 @@ class LLMClient:
             self.stats.failed += 1
             raise FatalAPIError(
                 f"the describe request failed after {self.policy.max_attempts} attempts: {exc}"
+            ) from None
+        except RequestRejected as exc:
+            self.stats.failed += 1
+            raise FatalAPIError(
+                f"the describe request was {exc}; if it is too long, lower --batch-size or --max-row-chars"
             ) from None
         self.stats.add_usage(result.usage)
         if self.cache is not None:

@@ -28,12 +28,14 @@ from typing import Any
 import aiohttp
 
 from asyncpipe.config import ModelFacts
-from asyncpipe.errors import FatalAPIError, RetryableAPIError, UserError
+from asyncpipe.errors import FatalAPIError, RequestRejected, RetryableAPIError, UserError
 from asyncpipe.llm.base import Generation, LabelScore, Message, SlotPrompt, Usage
 from asyncpipe.llm.labels import p_a_from_top_logprobs
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = {408, 409, 425, 429}
+# refusals of one request for what it holds (content filter, context length): not the whole run's fault
+REJECTED_STATUS = {400, 413, 422}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)", re.IGNORECASE)
 # 429 codes that no amount of waiting fixes
@@ -240,6 +242,9 @@ class OpenAIHTTPProvider:
             raise FatalAPIError(
                 f"{where}: not found (HTTP 404): {message}; check --model and --base-url", status=status
             )
+        if status in REJECTED_STATUS:
+            label = f"HTTP {status}" + (f" {code}" if code else "")
+            raise RequestRejected(f"refused by the API ({label}): {message}", status=status, code=code)
         raise FatalAPIError(f"{where}: request refused (HTTP {status}): {message}", status=status, code=code)
 
     def classify_body(self, messages: list[Message]) -> dict[str, Any]:
