@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with a second file: FILE is A, FILE2 is B, and metrics are computed",
     )
     p.add_argument("--output", type=Path, required=True, help="output directory")
+    p.add_argument(
+        "--force", action="store_true", help="replace an earlier, different classification in OUTPUT"
+    )
     p.add_argument("--max-rows", type=_positive_int)
     add_model_options(p)
 

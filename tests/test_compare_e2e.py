@@ -163,7 +163,15 @@ def test_seed_spellings_and_classifier_reuse(server, fake, files, tmp_path):
     new_a = write_jsonl(tmp_path / "new_a.jsonl", fruit_rows("apple", 5))
     new_b = write_jsonl(tmp_path / "new_b.jsonl", fruit_rows("banana", 7))
     reused = run_cli(
-        "classify", out / "classify.yaml", new_a, new_b, "--output", tmp_path / "reuse", "--quiet"
+        "classify",
+        out / "classify.yaml",
+        new_a,
+        new_b,
+        "--output",
+        tmp_path / "reuse",
+        "--quiet",
+        "--base-url",
+        server.base_url,
     )
     assert reused.returncode == 0, reused.stderr
     predictions = pl.read_parquet(tmp_path / "reuse" / "predictions.parquet")
@@ -171,7 +179,16 @@ def test_seed_spellings_and_classifier_reuse(server, fake, files, tmp_path):
     assert predictions.filter(pl.col("label") == "A")["predicted"].to_list() == ["A"] * 5
     assert pl.read_parquet(tmp_path / "reuse" / "metrics.parquet")["accuracy"][0] == 1.0
 
-    single = run_cli("classify", out / "classify.yaml", new_a, "--output", tmp_path / "one", "--quiet")
+    single = run_cli(
+        "classify",
+        out / "classify.yaml",
+        new_a,
+        "--output",
+        tmp_path / "one",
+        "--quiet",
+        "--base-url",
+        server.base_url,
+    )
     assert single.returncode == 0, single.stderr
     assert pl.read_parquet(tmp_path / "one" / "predictions.parquet")["p_a"].to_list() == pytest.approx(
         [0.9] * 5
@@ -342,3 +359,39 @@ def test_each_role_is_priced_at_its_own_model(server, fake, files, tmp_path):
     ) / 1e6  # fmt: skip
     assert stats["estimated_cost_usd"] == pytest.approx(expected)
     assert stats["requests"] == describe["requests"] + classify["requests"]
+
+
+def test_classify_never_sends_the_key_to_an_address_from_the_file(server, fake, files, tmp_path):
+    a, b = files
+    out = tmp_path / "out"
+    assert run_cli(*fake_compare(server, a, b, out), "--max-steps", "1", "--quiet").returncode == 0
+    fake.auth.clear()
+    sent = len(fake.requests)
+    result = run_cli("classify", out / "classify.yaml", a, "--output", tmp_path / "reuse")
+    assert result.returncode == 2
+    assert f"--base-url {server.base_url}" in result.stderr and "does not send your key" in result.stderr
+    assert len(fake.requests) == sent and not fake.auth
+    assert not (tmp_path / "reuse").exists()
+
+
+def test_classify_does_not_overwrite_a_compare_run(server, fake, files, tmp_path):
+    a, b = files
+    out = tmp_path / "out"
+    assert run_cli(*fake_compare(server, a, b, out), "--max-steps", "1", "--quiet").returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for force in ([], ["--force"]):
+        result = run_cli(
+            "classify", out / "classify.yaml", a, "--output", out, "--base-url", server.base_url, *force
+        )
+        assert result.returncode == 2, result.stderr
+        assert "holds the results of 'asyncpipe compare'" in result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_compare_does_not_overwrite_a_pairs_summary(server, fake, files, tmp_path):
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "pairs.json").write_text("{}")
+    a, b = files
+    result = run_cli(*fake_compare(server, a, b, tmp_path / "pairs"))
+    assert result.returncode == 2 and "'asyncpipe pairs' summary" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "pairs").iterdir()) == ["pairs.json"]

@@ -129,7 +129,9 @@ class Run:
         self.pool.provider(cfg.describe_model, "describe")
         self.fingerprint = run_fingerprint(cfg.fingerprint_dict(), [cfg.file_a, cfg.file_b])
         # only now, with every input checked, does anything get written
-        prepare_output_dir(self.out, self.fingerprint, force=cfg.force, resume=cfg.resume)
+        self.continuing = prepare_output_dir(
+            self.out, self.fingerprint, command="compare", force=cfg.force, resume=cfg.resume
+        )
         self._make_clients()
         if n_a != n_b:
             self.reporter.log(
@@ -380,6 +382,7 @@ class Run:
         cfg = self.cfg
         finished = status != "running"
         info = {
+            "command": "compare",
             "status": status,
             "message": message,
             "version": __version__,

@@ -84,10 +84,17 @@ def run_fingerprint(settings: dict[str, Any], inputs: list[Path]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare_output_dir(out: Path, fingerprint: str, *, force: bool, resume: bool) -> None:
-    """Create ``out`` (or check it), and refuse to mix two different runs in one directory."""
+def prepare_output_dir(out: Path, fingerprint: str, *, command: str, force: bool, resume: bool) -> bool:
+    """Create ``out`` (or check it), and refuse to mix two different runs in one directory.
+
+    Returns True when ``out`` holds this very run (same command, inputs and settings) to continue.
+    ``--force`` replaces an earlier run of the same command; a directory that holds another command's
+    work (a compare run's classifier and report, a pairs summary) is never overwritten.
+    """
     if out.exists() and not out.is_dir():
         raise UserError(f"--output {out}: exists and is not a directory")
+    if (out / "pairs.json").exists():
+        raise UserError(f"--output {out}: holds an 'asyncpipe pairs' summary; choose another --output")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".asyncpipe-write-test"
@@ -97,13 +104,21 @@ def prepare_output_dir(out: Path, fingerprint: str, *, force: bool, resume: bool
         raise UserError(f"--output {out}: cannot write there ({exc.strerror})") from None
     previous = out / "run.json"
     if not previous.exists():
-        return
+        return False
     try:
-        earlier = json.loads(previous.read_text(encoding="utf-8")).get("fingerprint")
-    except (ValueError, OSError, AttributeError):
-        earlier = None
-    if earlier == fingerprint or resume:
-        return
+        earlier = json.loads(previous.read_text(encoding="utf-8"))
+        earlier = earlier if isinstance(earlier, dict) else {}
+    except (ValueError, OSError):
+        earlier = {}
+    earlier_command = earlier.get("command", "compare")
+    if earlier_command != command:
+        raise UserError(
+            f"--output {out}: holds the results of 'asyncpipe {earlier_command}'; choose another --output"
+        )
+    if earlier.get("fingerprint") == fingerprint:
+        return True
+    if resume:
+        return False
     if not force:
         raise UserError(
             f"--output {out}: holds a different earlier run; pass --resume to continue it with these "
@@ -111,3 +126,4 @@ def prepare_output_dir(out: Path, fingerprint: str, *, force: bool, resume: bool
         )
     for name in ARTIFACTS:
         (out / name).unlink(missing_ok=True)
+    return False
