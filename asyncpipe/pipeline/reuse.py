@@ -18,6 +18,7 @@ from asyncpipe.config import read_yaml
 from asyncpipe.data.render import RowLayout
 from asyncpipe.errors import UserError
 from asyncpipe.llm.pool import ModelPool
+from asyncpipe.llm.registry import is_local
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.pipeline import artifacts
 from asyncpipe.pipeline.classify import classify_rows
@@ -80,7 +81,14 @@ async def classify_saved(args, reporter: Reporter) -> Path:
     if args.max_rows:
         sides = [type(s)(s.label, s.name, s.path, s.texts[: args.max_rows], s.n_cut) for s in sides]
     model = args.model or document["model"]
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or document.get("base_url")
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+    saved_url = document.get("base_url")
+    if base_url is None and saved_url and not is_local(model):
+        # a classifier file travels between people: never send the user's key to an address it names
+        raise UserError(
+            f"{args.classifier} was made against {saved_url}; pass --base-url {saved_url} to classify there "
+            "(asyncpipe does not send your key to an address read from a file)"
+        )
     pool = ModelPool(
         base_url=base_url,
         api_key=os.environ.get("OPENAI_API_KEY"),
@@ -92,7 +100,7 @@ async def classify_saved(args, reporter: Reporter) -> Path:
     )
     pool.provider(model, "classify")
     fingerprint = run_fingerprint({"classifier": document, "model": model}, files)
-    prepare_output_dir(args.output, fingerprint, force=True, resume=False)
+    prepare_output_dir(args.output, fingerprint, command="classify", force=args.force, resume=False)
     pool.open_cache(args.cache or args.output / "cache.sqlite")
     client = pool.client(model, reporter.stats)
     started = time.time()
