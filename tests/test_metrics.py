@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+import time
 from fractions import Fraction
 from itertools import product
 
@@ -137,6 +139,152 @@ def test_binomial_p_value_for_millions_of_trials():
     assert binomial_test_p_value(1_100_000, 2_000_000) == 0.0  # below the smallest float
 
 
+def pre_fix_p_value(successes: int, n: int) -> float:
+    """The p = 0.5 test exactly as it was before chance became the majority-class rate (a frozen copy)."""
+    m = min(successes, n - successes)
+    log_first = math.lgamma(n + 1) - math.lgamma(m + 1) - math.lgamma(n - m + 1) - n * math.log(2.0)
+    total = 1.0
+    term = 1.0
+    for i in range(m, 0, -1):
+        term *= i / (n - i + 1)
+        total += term
+        if term < 1e-17 * total:
+            break
+    return min(1.0, 2.0 * math.exp(log_first + math.log(total)))
+
+
+def exact_p_value(k: int, n: int, p0: float) -> Fraction:
+    """Brute force in exact rationals: the mass of every outcome at most (1 + 1e-7) times as likely as k."""
+    p = Fraction(p0)  # the exact binary value of the float the function receives
+    pmf = [math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(n + 1)]
+    limit = pmf[k] * (1 + Fraction(1, 10**7))
+    return min(Fraction(1), sum(x for x in pmf if x <= limit))
+
+
+def test_majority_class_predictor_is_not_significant_on_unbalanced_split():
+    # Always "A" on 30 A / 12 B rows: 71% accuracy, but that is just the majority share.
+    s = summarize(frame(["A"] * 30 + ["B"] * 12, [0.9] * 42))
+    assert s["accuracy"] == pytest.approx(30 / 42)
+    assert s["balanced_accuracy"] == 0.5
+    assert s["auc"] == 0.5
+    assert s["p_value"] > 0.05
+    assert s["p_value"] == 1.0  # 30 correct is the most likely outcome under p0 = 30/42
+    # Always "B" on the same rows is 29% accurate, far below the baseline: significant, two-sided.
+    worse = summarize(frame(["A"] * 30 + ["B"] * 12, [0.1] * 42))
+    assert worse["p_value"] == pytest.approx(float(exact_p_value(12, 42, 30 / 42)), rel=1e-10)
+    assert worse["p_value"] < 1e-6
+
+
+def test_chance_uses_the_class_shares_of_scored_rows_only():
+    # 20 unscored B rows would make the split look balanced (30 A / 32 B) if they counted.
+    scored = frame(["A"] * 30 + ["B"] * 12, [0.9] * 42)
+    with_unscored = pl.concat([scored, frame(["B"] * 20, [None] * 20)])
+    assert summarize(with_unscored)["p_value"] == summarize(scored)["p_value"] == 1.0
+
+
+def test_unbalanced_split_p_value_is_the_exact_test_against_majority_share():
+    # 30 A / 12 B; 28 A and 10 B right, so 38 of 42 against p0 = 30/42.
+    labels = ["A"] * 30 + ["B"] * 12
+    p_a = [0.8] * 28 + [0.3] * 2 + [0.2] * 10 + [0.6] * 2
+    s = summarize(frame(labels, p_a))
+    assert s["accuracy"] == pytest.approx(38 / 42)
+    expected = float(exact_p_value(38, 42, 30 / 42))
+    assert s["p_value"] == pytest.approx(expected, rel=1e-10)
+    assert s["p_value"] == binomial_test_p_value(38, 42, 30 / 42)
+    assert 1e-4 < s["p_value"] < 0.05
+    # B as the majority gives the same number: p0 is the larger share, whichever class holds it.
+    flipped = summarize(frame(["B" if x == "A" else "A" for x in labels], [1.0 - p for p in p_a]))
+    assert flipped["p_value"] == s["p_value"]
+
+
+def test_balanced_inputs_give_exactly_the_pre_fix_p_value():
+    rng = random.Random(7)
+    for half in (1, 2, 5, 50, 500):
+        labels = ["A"] * half + ["B"] * half
+        for _ in range(5):
+            p_a = [rng.random() for _ in labels]
+            s = summarize(frame(labels, p_a))
+            assert s["p_value"] == pre_fix_p_value(s["tp"] + s["tn"], 2 * half)
+    for n in (1, 2, 7, 30, 1001, 2_000_000):
+        for k in {0, 1, n // 3, n // 2, n - 1, n}:
+            assert binomial_test_p_value(k, n, 0.5) == binomial_test_p_value(k, n) == pre_fix_p_value(k, n)
+
+
+def test_general_p0_matches_brute_force_exact_sum():
+    for n in (1, 2, 3, 4, 5, 9, 10, 17, 30, 40):
+        for p0 in (0.5, 0.6, 0.71, 0.9, 0.3):
+            for k in range(n + 1):
+                expected = float(exact_p_value(k, n, p0))
+                assert binomial_test_p_value(k, n, p0) == pytest.approx(expected, rel=1e-10), (k, n, p0)
+
+
+def test_general_p0_path_agrees_with_the_p_half_path():
+    # The general code, fed p0 = 0.5, reproduces the symmetric shortcut.
+    from asyncpipe.metrics.scores import _binomial_test_general
+
+    for n in (1, 2, 7, 30, 101, 10_000):
+        for k in sorted({0, 1, n // 3, n // 2, (n + 1) // 2, n - 1, n}):
+            assert _binomial_test_general(k, n, 0.5) == pytest.approx(pre_fix_p_value(k, n), rel=1e-9), (k, n)
+
+
+def test_general_p0_is_mirror_symmetric_and_never_nan():
+    rng = random.Random(11)
+    for _ in range(300):
+        n = rng.choice((1, 3, 20, 137, 5000, 123_457))
+        k = rng.randint(0, n)
+        # p0 >= 0.5 so that 1 - p0 is exact in floating point and the mirror is the same distribution.
+        p0 = rng.choice((0.5 + rng.random() / 2, 0.5, 0.999, 1.0 - 2.0**-40))
+        value = binomial_test_p_value(k, n, p0)
+        assert 0.0 <= value <= 1.0, (k, n, p0)
+        mirrored = binomial_test_p_value(n - k, n, 1.0 - p0)
+        assert 0.0 <= mirrored <= 1.0, (k, n, p0)
+        assert mirrored == pytest.approx(value, rel=1e-6, abs=1e-300), (k, n, p0)
+
+
+def test_general_p0_edges_and_bad_input():
+    assert binomial_test_p_value(10, 10, 1.0) == 1.0
+    assert binomial_test_p_value(9, 10, 1.0) == 0.0
+    assert binomial_test_p_value(0, 10, 0.0) == 1.0
+    assert binomial_test_p_value(1, 10, 0.0) == 0.0
+    assert binomial_test_p_value(0, 5, 0.9) == pytest.approx(float(exact_p_value(0, 5, 0.9)), rel=1e-12)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="p0"):
+            binomial_test_p_value(1, 2, bad)
+
+
+def test_general_p0_for_millions_of_trials_is_fast():
+    n, p0 = 2_000_000, 0.7
+    sd = math.sqrt(n * p0 * (1 - p0))  # 648.07
+    start = time.perf_counter()
+    at_mean = binomial_test_p_value(1_400_000, n, p0)
+    above = binomial_test_p_value(1_401_000, n, p0)
+    below = binomial_test_p_value(1_399_000, n, p0)
+    far = binomial_test_p_value(1_500_000, n, p0)
+    near = binomial_test_p_value(1_400_001, n, p0)
+    elapsed = time.perf_counter() - start
+    assert at_mean == 1.0
+    # Normal approximation: z = 1000 / 648.07 = 1.543, two-sided p = 0.1228.
+    normal = math.erfc(1000 / sd / math.sqrt(2))
+    assert above == pytest.approx(normal, abs=2e-3)
+    assert below == pytest.approx(normal, abs=2e-3)
+    assert far == 0.0  # below the smallest float
+    assert 0.99 < near <= 1.0
+    assert elapsed < 1.0
+
+
+def test_summarize_a_million_unbalanced_rows_is_fast():
+    rng = random.Random(3)
+    labels = ["A"] * 700_000 + ["B"] * 300_000
+    p_a = [rng.random() * 0.6 + (0.4 if label == "A" else 0.0) for label in labels]
+    preds = frame(labels, p_a)
+    start = time.perf_counter()
+    s = summarize(preds)
+    elapsed = time.perf_counter() - start
+    assert s["n_scored"] == 1_000_000
+    assert s["p_value"] == binomial_test_p_value(s["tp"] + s["tn"], 1_000_000, 0.7)
+    assert elapsed < 1.0
+
+
 def test_auc_with_ties_equals_brute_force_pair_count():
     a_scores = [0.1, 0.4, 0.4, 0.5, 0.8, 0.8, 0.9]
     b_scores = [0.0, 0.4, 0.5, 0.5, 0.8, 0.3]
@@ -150,6 +298,8 @@ def test_auc_and_balanced_accuracy_need_both_classes():
     assert s["auc"] is None
     assert s["balanced_accuracy"] is None
     assert s["accuracy"] == 0.5
+    # Chance is the majority baseline, which is perfect on one class: nothing to test against.
+    assert s["p_value"] is None
 
 
 def test_unscored_rows_are_counted_but_excluded_from_rates():
