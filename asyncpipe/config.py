@@ -4,6 +4,8 @@ command line builds and passes down."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,16 +37,82 @@ def read_yaml(path: Path, what: str) -> dict[str, Any]:
 
 
 def load_settings(override: Path | None = None) -> dict[str, Any]:
-    """Defaults merged with an override file; prompt templates are merged key by key."""
-    settings = read_yaml(config_dir() / "default.yaml", "defaults")
+    """Defaults merged with an override file; prompt templates are merged key by key. Every value is
+    checked here, so a wrong one is reported with its key and file instead of failing deep in a run."""
+    defaults_path = config_dir() / "default.yaml"
+    settings = read_yaml(defaults_path, "defaults")
+    origin = dict.fromkeys(settings, f"defaults {defaults_path}")
     if override is not None:
         extra = read_yaml(override, "--config")
+        where = f"--config {override}"
         unknown = set(extra) - set(settings)
         if unknown:
-            raise UserError(f"--config {override}: unknown setting(s): {', '.join(sorted(unknown))}")
-        prompts = {**settings["prompts"], **(extra.pop("prompts", None) or {})}
+            raise UserError(f"{where}: unknown setting(s): {', '.join(sorted(unknown))}")
+        extra_prompts = extra.pop("prompts", None) or {}
+        _check_prompts(extra_prompts, settings.get("prompts"), where)
+        prompts = {**settings["prompts"], **extra_prompts}
         settings = {**settings, **extra, "prompts": prompts}
+        origin.update(dict.fromkeys(extra, where))
+    for key, value in settings.items():
+        if key == "prompts":
+            _check_prompts(value, None, origin[key])
+            continue
+        rule = SETTING_RULES.get(key)
+        if rule is None:
+            raise UserError(f"{origin[key]}: no rule to check setting '{key}'")
+        kind, is_valid, wanted = rule
+        if not (_is_kind(value, kind) and is_valid(value)):
+            raise UserError(f"{origin[key]}: {key} must be {wanted}, got {_show(value)}")
     return settings
+
+
+# key: (kind, range check, what the error says it must be). "int" takes no bools (YAML reads `yes` as
+# true); "float" takes ints too, but no NaN or infinity; "int or null" also takes null.
+SETTING_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
+    "batch_size": ("int", lambda v: v >= 1, "an integer ≥ 1"),
+    "epochs": ("int", lambda v: v >= 1, "an integer ≥ 1"),
+    "max_steps": ("int or null", lambda v: v is None or v >= 1, "null or an integer ≥ 1"),
+    "validation_fraction": ("float", lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1"),
+    "validation_max": ("int", lambda v: v >= 0, "an integer ≥ 0"),
+    "max_row_chars": ("int", lambda v: v >= 1, "an integer ≥ 1"),
+    "history_size": ("int", lambda v: v >= 0, "an integer ≥ 0"),
+    "wrong_examples": ("int", lambda v: v >= 0, "an integer ≥ 0"),
+    "describe_max_tokens": ("int", lambda v: v >= 1, "an integer ≥ 1"),
+    "describe_temperature": ("float", lambda v: v >= 0, "a number ≥ 0"),
+    "seed": ("int", lambda v: True, "an integer"),
+    "concurrency": ("int", lambda v: v >= 1, "an integer ≥ 1"),
+    "timeout": ("float", lambda v: v > 0, "a number of seconds > 0"),
+    "max_attempts": ("int", lambda v: v >= 1, "an integer ≥ 1"),
+    "retry_base_delay": ("float", lambda v: v >= 0, "a number of seconds ≥ 0"),
+    "retry_max_delay": ("float", lambda v: v >= 0, "a number of seconds ≥ 0"),
+}
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if value is None:
+        return kind == "int or null"
+    if isinstance(value, bool):
+        return False
+    if kind == "float":
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, int)
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else repr(value)
+
+
+def _check_prompts(prompts: Any, known: dict | None, where: str) -> None:
+    """A mapping of template name to text; with ``known``, only names that exist there."""
+    if not isinstance(prompts, dict):
+        raise UserError(f"{where}: prompts must be a mapping of template name to text, got {_show(prompts)}")
+    for name, text in prompts.items():
+        if known is not None and name not in known:
+            raise UserError(
+                f"{where}: unknown prompt template '{name}'; the templates are: {', '.join(known)}"
+            )
+        if not isinstance(text, str):
+            raise UserError(f"{where}: prompts.{name} must be text, got {_show(text)}")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -169,3 +170,118 @@ def test_reasoning_model_cannot_classify(tmp_path):
     )
     assert result.returncode == 2
     assert "logprobs" in result.stderr and "--classify-model" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "setting,key",
+    [
+        ('batch_size: "x"', "batch_size"),
+        ("seed: null", "seed"),
+        ("prompts: [1, 2]", "prompts"),
+        ('history_size: "3"', "history_size"),
+        ("timeout: -1", "timeout"),
+        ("epochs: true", "epochs"),
+        ("validation_fraction: 1.0", "validation_fraction"),
+        ("max_steps: 0", "max_steps"),
+        ("prompts: {classify_user: 3}", "classify_user"),
+        ("prompts: {clasify_user: hi}", "clasify_user"),
+    ],
+)
+def test_config_values_are_checked(tmp_path, setting, key):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(setting + "\n")
+    out = tmp_path / "out"
+    result = run_cli(
+        "compare", good(tmp_path), good(tmp_path, "g2.jsonl"), "--config", cfg, "--base-url", NOWHERE,
+        "--model", "m", "--output", out,
+    )  # fmt: skip
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert key in lines[0] and str(cfg) in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_config_accepts_well_typed_values(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("timeout: 2.5\nvalidation_fraction: 0\nmax_steps: 3\nseed: -1\nprompts: null\n")
+    result = run_cli(
+        "compare", good(tmp_path), good(tmp_path, "g2.jsonl"), "--config", cfg, "--base-url", NOWHERE,
+        "--model", "m", "--output", tmp_path / "out", "--dry-run",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def saved_classifier(tmp_path: Path, columns: list[str], text_column: str | None = "answer") -> Path:
+    """A classify.yaml as a compare run writes it, with the given row layout."""
+    layout = {"columns": columns, "labels": columns, "max_row_chars": 6000}
+    if text_column:
+        layout["text_column"] = text_column
+    document = {
+        "asyncpipe_classifier": 1,
+        "model": "m",
+        "placeholder": "{row}",
+        "messages": [
+            {"role": "system", "content": "d"},
+            {"role": "user", "content": "<example>{row}</example>"},
+        ],
+        "row_layout": layout,
+    }
+    path = tmp_path / "classify.yaml"
+    path.write_text(json.dumps(document))  # JSON is YAML
+    return path
+
+
+def test_classify_file_without_a_layout_column(tmp_path):
+    classifier = saved_classifier(tmp_path, ["question", "answer"])
+    bare = write_jsonl(tmp_path / "bare.jsonl", [{"answer": "a", "score": 1}])
+    out = tmp_path / "out"
+    result = run_cli("classify", classifier, bare, "--output", out, "--base-url", NOWHERE)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{bare}: no column 'question'" in lines[0] and "answer, score" in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_null_context_renders_empty_but_null_text_is_an_error(tmp_path):
+    rows = fruit_rows("apple", 10)
+    rows[3]["question"] = None
+    holes = write_jsonl(tmp_path / "holes.jsonl", rows)
+    base = ["--base-url", NOWHERE, "--model", "m", "--output", tmp_path / "out", "--dry-run"]
+    result = run_cli("compare", holes, good(tmp_path), *base)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("compare", holes, good(tmp_path), "--columns", "answer,question", *base)
+    assert result.returncode == 0, result.stderr
+    # an empty answer is data (a model may say nothing); a missing one is not
+    rows[4]["answer"] = ""
+    write_jsonl(holes, rows)
+    assert run_cli("compare", holes, good(tmp_path), *base).returncode == 0
+    rows[5]["answer"] = None
+    write_jsonl(holes, rows)
+    result = run_cli("compare", holes, good(tmp_path), *base)
+    assert result.returncode == 2 and "no text in column 'answer'" in result.stderr, result.stderr
+
+
+def test_null_context_in_a_classified_file(tmp_path):
+    classifier = saved_classifier(tmp_path, ["question", "answer"])
+    rows = [{"question": None, "answer": "a"}, {"question": "q", "answer": None}]
+    path = write_jsonl(tmp_path / "new.jsonl", rows)
+    out = tmp_path / "out"
+    result = run_cli("classify", classifier, path, "--output", out, "--base-url", NOWHERE)
+    # the null question is fine; the null answer (row 1) is what stops it
+    assert result.returncode == 2 and "no text in column 'answer' (rows 1," in result.stderr, result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_utf8_byte_order_mark_is_accepted(tmp_path, suffix):
+    rows = fruit_rows("apple", 10)
+    body = "".join(json.dumps(r) + "\n" for r in rows) if suffix == ".jsonl" else json.dumps(rows)
+    path = tmp_path / f"bom{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    result = run_cli(
+        "compare", path, good(tmp_path), "--base-url", NOWHERE, "--model", "m", "--output", tmp_path / "out",
+        "--dry-run",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

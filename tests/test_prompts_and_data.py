@@ -6,8 +6,9 @@ import polars as pl
 import pytest
 
 from asyncpipe.config import Templates, load_settings
+from asyncpipe.data.load import read_table
 from asyncpipe.data.pairing import make_plan
-from asyncpipe.data.render import CUT_MARKER, make_layout, render_rows
+from asyncpipe.data.render import CUT_MARKER, RowLayout, make_layout, render_rows
 from asyncpipe.errors import UserError
 from asyncpipe.prompts.build import (
     HistoryEntry,
@@ -121,7 +122,84 @@ def test_long_rows_are_cut_visibly_and_counted():
     texts, n_cut = render_rows(frame, layout, "f")
     assert n_cut == 1
     assert texts[0] == "Question:\nq\n\nAnswer:\nshort"
-    assert len(texts[1]) < 1100 and CUT_MARKER.format(n=100_000 - 500) in texts[1]
+    # the one-character question keeps its length; the answer gets the rest of the budget
+    assert len(texts[1]) < 1100 and CUT_MARKER.format(n=100_000 - 999) in texts[1]
+
+
+def render_one(max_chars: int, **fields: str) -> tuple[str, int]:
+    frame = pl.DataFrame({name: [value] for name, value in fields.items()})
+    layout = make_layout(
+        frame, frame, text_column="answer", columns=list(fields), with_question=True, max_chars=max_chars
+    )
+    texts, n_cut = render_rows(frame, layout, "f")
+    return texts[0], n_cut
+
+
+def test_the_row_budget_covers_the_whole_row_not_a_share_per_field():
+    frame = pl.DataFrame({"question": ["q?"], "answer": ["x" * 4200]})
+    layout = make_layout(frame, frame, text_column="answer", columns=None, with_question=True, max_chars=6000)
+    texts, n_cut = render_rows(frame, layout, "f")
+    assert n_cut == 0 and texts == ["Question:\nq?\n\nAnswer:\n" + "x" * 4200]
+    # short fields keep their length; the long ones share what is left, and only they are cut
+    text, n_cut = render_one(100, system="s" * 10, question="q" * 200, answer="a" * 200)
+    assert n_cut == 1
+    assert "system:\n" + "s" * 10 + "\n\n" in text
+    assert "q" * 45 + "\n" + CUT_MARKER.format(n=155) in text
+    assert "a" * 45 + "\n" + CUT_MARKER.format(n=155) in text
+    # a field under its fair share is never cut, one over its share gets the leftover
+    text, n_cut = render_one(100, question="q" * 40, answer="a" * 70)
+    assert n_cut == 1 and "q" * 40 + "\n\n" in text and "a" * 60 + "\n" + CUT_MARKER.format(n=10) in text
+    # a row that fits is rendered as before
+    assert render_one(100, question="q" * 50, answer="a" * 50) == (
+        "question:\n" + "q" * 50 + "\n\nanswer:\n" + "a" * 50,
+        0,
+    )
+    # the rounding remainder is not lost: three long fields share all of 100
+    text, _ = render_one(100, a1="x" * 200, a2="y" * 200, answer="z" * 200)
+    assert sum(text.count(c) for c in "xyz") == 100
+
+
+def test_only_the_text_column_must_have_a_value():
+    frame = pl.DataFrame({"question": [None, "q"], "answer": ["a", ""], "score": [float("nan"), 2.0]})
+    layout = make_layout(frame, frame, text_column="answer", columns=None, with_question=True, max_chars=100)
+    assert render_rows(frame, layout, "f") == (["Question:\n\n\nAnswer:\na", "Question:\nq\n\nAnswer:\n"], 0)
+    layout = make_layout(
+        frame, frame, text_column="answer", columns=["score", "answer"], with_question=True, max_chars=100
+    )
+    assert render_rows(frame, layout, "f")[0] == ["score:\n\n\nanswer:\na", "score:\n2.0\n\nanswer:\n"]
+    nulls = frame.with_columns(answer=pl.Series([None, "b"], dtype=pl.Utf8))
+    with pytest.raises(UserError, match="no text in column 'answer'"):
+        render_rows(nulls, layout, "f")
+
+
+def test_rows_need_every_column_of_the_layout():
+    frame = pl.DataFrame({"question": ["q"], "answer": ["a"]})
+    layout = make_layout(frame, frame, text_column="answer", columns=None, with_question=True, max_chars=100)
+    with pytest.raises(UserError, match="new.jsonl: no column 'question'.*its columns are: answer$"):
+        render_rows(frame.drop("question"), layout, "new.jsonl")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    for name, body in (
+        ("a.jsonl", '{"answer": "x"}\n'),
+        ("a.json", '[{"answer": "x"}]'),
+        ("a.csv", "answer\nx\n"),
+    ):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+        assert read_table(path).to_dicts() == [{"answer": "x"}], name
+
+
+def test_layout_round_trips_through_a_saved_classifier():
+    frame = pl.DataFrame({"question": ["q"], "answer": ["a"]})
+    layout = make_layout(frame, frame, text_column="answer", columns=None, with_question=True, max_chars=100)
+    assert RowLayout.from_dict(layout.to_dict()) == layout
+    legacy = {"columns": ["question", "answer"], "labels": ["Question", "Answer"], "max_row_chars": 100}
+    assert RowLayout.from_dict(legacy) == layout, "an automatic layout saved without its text column"
+    # a --columns layout saved before the text column was recorded: every field must have a value
+    old = RowLayout.from_dict({"columns": ["question", "answer"], "labels": ["Q", "A"], "max_row_chars": 10})
+    with pytest.raises(UserError, match="column 'question'"):
+        render_rows(pl.DataFrame({"question": [None], "answer": ["a"]}), old, "f")
 
 
 def test_several_columns_in_a_stable_labelled_layout():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def read_table(path: Path) -> pl.DataFrame:
         if suffix == ".parquet":
             frame = pl.read_parquet(path)
         else:
-            raw = path.read_bytes()
+            # Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the data.
+            raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
             _check_utf8(path, raw)
             if suffix == ".csv":
                 frame = _read_csv(path, raw)
@@ -122,10 +124,15 @@ def choose_text_column(
     )
 
 
-def text_values(frame: pl.DataFrame, column: str, name: str) -> list[str]:
-    """The column as strings; null or NaN texts are an error naming the rows, not silent empty rows."""
+def text_values(frame: pl.DataFrame, column: str, name: str, *, missing_as_empty: bool = False) -> list[str]:
+    """The column as strings. Null or NaN values are an error naming the rows, not silent empty rows,
+    unless ``missing_as_empty`` (context columns, where a gap is harmless): then they become ""."""
     series = frame.get_column(column)
     bad = series.is_null() | series.is_nan() if series.dtype.is_float() else series.is_null()
+    if missing_as_empty:
+        return [
+            "" if missing else text for missing, text in zip(bad.to_list(), _as_strings(series), strict=True)
+        ]
     if bad.any():
         rows = [int(i) for i in bad.arg_true().head(5).to_list()]
         count = int(bad.sum())
@@ -133,6 +140,10 @@ def text_values(frame: pl.DataFrame, column: str, name: str) -> list[str]:
             f"{name}: {count} row(s) have no text in column '{column}' (rows {', '.join(map(str, rows))}"
             f"{', …' if count > 5 else ''}, 0-based); remove or fill them"
         )
+    return _as_strings(series)
+
+
+def _as_strings(series: pl.Series) -> list[str]:
     if series.dtype == pl.Utf8:
         return series.to_list()
     if series.dtype in (pl.List, pl.Struct) or isinstance(series.dtype, (pl.List, pl.Struct)):
