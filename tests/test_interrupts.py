@@ -120,3 +120,36 @@ def test_kill_9_in_the_final_pass_then_resume(tmp_path):
 
     for name in ("classify.yaml", "predictions.parquet", "metrics.parquet", "steps.jsonl"):
         assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+
+
+def test_rerun_after_a_row_gave_up_buys_no_step_again(tmp_path):
+    """A row that failed all its tries is asked again by the next run, and nothing else is: the finished
+    steps are restored as recorded, so their describe prompts (which carry the metrics) do not change."""
+    a, b = inputs(tmp_path)
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("retry_base_delay: 0.01\nretry_max_delay: 0.02\n")
+    flaky = FakeOpenAI(
+        fault=lambda n, body: (
+            "500" if is_classify(body) and "Answer 3:" in body["messages"][-1]["content"] else None
+        )
+    )
+    with ServerThread(flaky) as server:
+        port = server.port
+        first = run_cli(
+            *command(a, b, server.base_url, tmp_path / "out"), "--config", cfg, "--max-attempts", "2"
+        )
+    assert first.returncode == 0, first.stderr
+    assert pl.read_parquet(tmp_path / "out" / "predictions.parquet")["p_a"].null_count() == 2
+
+    healed = FakeOpenAI()
+    with ServerThread(healed, port=port) as server:
+        second = run_cli(
+            *command(a, b, server.base_url, tmp_path / "out"), "--config", cfg, "--max-attempts", "2"
+        )
+    assert second.returncode == 0, second.stderr
+    assert healed.describe_requests() == []
+    assert [
+        body for body in healed.classify_requests() if "Answer 3:" not in body["messages"][-1]["content"]
+    ] == []
+    assert len(healed.classify_requests()) == 2  # row 3 of A and of B, in the final pass
+    assert pl.read_parquet(tmp_path / "out" / "predictions.parquet")["p_a"].null_count() == 0

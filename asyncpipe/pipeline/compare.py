@@ -11,6 +11,7 @@ wins. Every answer is cached as it arrives, so an interrupted run resumes for fr
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -157,12 +158,61 @@ class Run:
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self) -> Outcome:
         self.write_run_json("running")
+        restored = self.restore_steps() if self.continuing else []
         for number, (epoch, batch_index) in enumerate(self.plan.steps, start=1):
-            result = await self.step(number, epoch, self.plan.batches[batch_index])
+            pairs = self.plan.batches[batch_index]
+            if restored and (restored[0].step, restored[0].epoch, restored[0].pairs) == (
+                number,
+                epoch,
+                pairs,
+            ):
+                result = restored.pop(0)
+                self.reporter.log(
+                    f"step {number}/{len(self.plan.steps)}: done in an earlier run (steps.jsonl)"
+                )
+            else:
+                restored = []
+                result = await self.step(number, epoch, pairs)
             self.steps.append(result)
+            self.metric_rows.append(
+                artifacts.metrics_row("step", number, epoch, "train", "raw", result.train)
+            )
+            if result.validation is not None:
+                self.metric_rows.append(
+                    artifacts.metrics_row("step", number, epoch, "validation", "raw", result.validation)
+                )
             self.write_progress()
         selected, reason = self.select()
         return await self.finish(selected, reason)
+
+    def restore_steps(self) -> list[StepResult]:
+        """The steps an earlier, interrupted or finished, run of this very command completed.
+
+        They are taken as recorded rather than recomputed: a row that was unscored then and is answered
+        now would change a step's metrics, hence every later describe prompt, and every later step
+        would be bought again. Anything unreadable is simply not restored (the cache still helps)."""
+        path = self.out / "steps.jsonl"
+        restored: list[StepResult] = []
+        try:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                data = json.loads(line)
+                wrong = tuple(
+                    WrongRow(
+                        w["label"],
+                        float(w["p_a"]),
+                        (self.side_a if w["label"] == "A" else self.side_b).texts[w["row"]],
+                        w["row"],
+                    )
+                    for w in data.get("wrong", [])
+                )
+                metrics = data["metrics"]
+                restored.append(
+                    StepResult(int(data["step"]), int(data["epoch"]), str(data["description"]), tuple(data["pairs"]),
+                               metrics["train"], metrics["validation"], wrong)
+                )  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return restored
+        return restored
 
     def history(self) -> list[HistoryEntry]:
         if not self.steps:
@@ -193,11 +243,6 @@ class Run:
         train_p, val_p = p[: len(train_rows)], p[len(train_rows) :]
         train = summarize(artifacts.preds_frame([r[0] for r in train_rows], train_p))
         validation = summarize(artifacts.preds_frame([r[0] for r in val_rows], val_p)) if val_rows else None
-        self.metric_rows.append(artifacts.metrics_row("step", number, epoch, "train", "raw", train))
-        if validation is not None:
-            self.metric_rows.append(
-                artifacts.metrics_row("step", number, epoch, "validation", "raw", validation)
-            )
         wrong = self.wrong_rows(train_rows, train_p)
         self.reporter.log(
             f"step {number}/{total}: accuracy {_fmt(train['accuracy'])} on its batch"
@@ -244,7 +289,7 @@ class Run:
             if value is None or (value >= 0.5) == (label == "A"):
                 continue
             side = self.side_a if label == "A" else self.side_b
-            wrong[label].append(WrongRow(label, value, side.texts[i]))
+            wrong[label].append(WrongRow(label, value, side.texts[i], i))
         for label in wrong:
             wrong[label].sort(key=lambda w: abs(w.p_a - 0.5), reverse=True)
         merged = [w for pair in zip(wrong["A"], wrong["B"], strict=False) for w in pair]
@@ -418,6 +463,7 @@ class Run:
                 "description": s.description,
                 "pairs": list(s.pairs),
                 "metrics": {"train": s.train, "validation": s.validation},
+                "wrong": [{"label": w.label, "row": w.row, "p_a": w.p_a} for w in s.wrong],
             }
             for s in self.steps
         ]
@@ -428,8 +474,6 @@ class Run:
 
 
 def _json_line(value: dict) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False) + "\n"
 
 

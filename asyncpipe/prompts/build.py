@@ -46,6 +46,7 @@ class WrongRow:
     label: str
     p_a: float
     text: str
+    row: int = -1  # index in its file, so that a resumed run can show the same rows again
 
 
 def _pct(value: float | None) -> str:
