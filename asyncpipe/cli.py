@@ -105,6 +105,12 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--validation-max", type=int, help="most held-out rows per file (default 100)")
     p.add_argument(
+        "--test-fraction",
+        type=float,
+        help="share of pairs kept for the final, reported accuracy only (default 0.1)",
+    )
+    p.add_argument("--test-max", type=int, help="most test rows per file (default 100)")
+    p.add_argument(
         "--max-row-chars",
         type=_positive_int,
         help="cut rows longer than this many characters, visibly (default 6000)",
@@ -256,6 +262,8 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         max_rows=args.max_rows,
         validation_fraction=pick("validation_fraction"),
         validation_max=pick("validation_max"),
+        test_fraction=pick("test_fraction"),
+        test_max=pick("test_max"),
         max_row_chars=args.max_row_tokens * CHARS_PER_TOKEN if args.max_row_tokens else pick("max_row_chars"),
         history_size=settings["history_size"],
         wrong_examples=settings["wrong_examples"],

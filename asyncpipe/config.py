@@ -74,6 +74,8 @@ SETTING_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "max_steps": ("int or null", lambda v: v is None or v >= 1, "null or an integer ≥ 1"),
     "validation_fraction": ("float", lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1"),
     "validation_max": ("int", lambda v: v >= 0, "an integer ≥ 0"),
+    "test_fraction": ("float", lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1"),
+    "test_max": ("int", lambda v: v >= 0, "an integer ≥ 0"),
     "max_row_chars": ("int", lambda v: v >= 1, "an integer ≥ 1"),
     "history_size": ("int", lambda v: v >= 0, "an integer ≥ 0"),
     "wrong_examples": ("int", lambda v: v >= 0, "an integer ≥ 0"),
@@ -190,6 +192,8 @@ class RunConfig:
     max_rows: int | None = None
     validation_fraction: float = 0.1
     validation_max: int = 100
+    test_fraction: float = 0.1
+    test_max: int = 100
     max_row_chars: int = 6000
     history_size: int = 3
     wrong_examples: int = 4
@@ -236,6 +240,8 @@ class RunConfig:
             "max_rows",
             "validation_fraction",
             "validation_max",
+            "test_fraction",
+            "test_max",
             "max_row_chars",
             "history_size",
             "wrong_examples",

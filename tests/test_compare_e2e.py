@@ -55,7 +55,7 @@ def test_full_run_writes_every_artifact_and_scores_every_row(server, fake, files
     assert all(math.isclose(p, 0.9, abs_tol=1e-9) for p in p_a)
     assert all(math.isclose(p, 0.15, abs_tol=1e-9) for p in p_b)
     assert predictions["error"].null_count() == 80
-    assert set(predictions["split"]) <= {"train", "validation", "rest"}
+    assert set(predictions["split"]) <= {"train", "validation", "test", "rest"}
 
     metrics = pl.read_parquet(out / "metrics.parquet")
     steps = metrics.filter(pl.col("phase") == "step")

@@ -51,7 +51,7 @@ def test_a_constant_lean_is_corrected_back_to_balance(tmp_path):
     assert b["p_a_corrected"].to_list() == pytest.approx([sigmoid(-2)] * 40)
     metrics = pl.read_parquet(out / "metrics.parquet").filter(pl.col("phase") == "final")
     assert set(metrics["correction"]) == {"raw", "corrected"}
-    assert set(metrics["split"]) == {"train", "validation", "rest", "all"}
+    assert set(metrics["split"]) == {"train", "validation", "test", "rest", "all"}
 
 
 def test_swap_labels_classifies_twice_and_averages(tmp_path):
@@ -171,3 +171,25 @@ def test_describe_prompt_fits_a_small_context_by_cutting_every_example(tmp_path)
     assert len(re.findall(r'<example index="\d">\napple', user)) == 6
     assert len(re.findall(r'<example index="\d">\nbanana', user)) == 6
     assert "</dataset_A>" in user and "</dataset_B>" in user
+
+
+def test_test_rows_are_used_for_nothing_but_the_final_figure(tmp_path):
+    """Test pairs never reach the describer nor any step's classification: the selected classifier sees
+    them once, in the final pass. Validation rows are classified at every step but never described."""
+    fake = FakeOpenAI()
+    out = run(fake, tmp_path)
+    predictions = pl.read_parquet(out / "predictions.parquet")
+    test = predictions.filter(pl.col("split") == "test")
+    validation = predictions.filter(pl.col("split") == "validation")
+    assert test.height == 8 and validation.height == 8  # 10% of 40 pairs each, from both files
+    assert not set(test["row"]) & set(validation["row"])
+    describe_text = "\n".join(m["content"] for body in fake.describe_requests() for m in body["messages"])
+    rows_sent = [row_of(body) for body in fake.classify_requests()]
+    for text in test["text"]:
+        assert text not in describe_text
+        assert rows_sent.count(text) == 1, "a test row is classified once, by the selected classifier"
+    for text in validation["text"]:
+        assert text not in describe_text
+        assert rows_sent.count(text) >= 2
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["final"]["corrected"]["test"]["n"] == 8

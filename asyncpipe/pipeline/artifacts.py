@@ -104,7 +104,7 @@ def final_summaries(predictions: pl.DataFrame) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
     for correction, column in (("raw", "p_a"), ("corrected", "p_a_corrected")):
         per_split = {}
-        for split in ("train", "validation", "rest"):
+        for split in ("train", "validation", "test", "rest"):
             part = predictions.filter(pl.col("split") == split)
             if part.height:
                 per_split[split] = summarize(part, p_column=column)

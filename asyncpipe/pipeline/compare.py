@@ -350,9 +350,13 @@ class Run:
         shown = self.plan.shown
         held = set(self.validation)
 
+        test = set(self.plan.test)
+
         def split_of(i: int) -> str:
             if i < self.n_pairs and i in held:
                 return "validation"
+            if i < self.n_pairs and i in test:
+                return "test"
             return "train" if i in shown else "rest"
 
         frame = artifacts.raw_predictions(

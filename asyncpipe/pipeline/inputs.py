@@ -90,6 +90,8 @@ def plan_for(cfg: RunConfig, n_pairs: int) -> Plan:
         validation_max=cfg.validation_max,
         seed=cfg.seed,
         max_steps=cfg.max_steps,
+        test_fraction=cfg.test_fraction,
+        test_max=cfg.test_max,
     )
 
 

@@ -322,11 +322,14 @@ class PairResult:
 
 
 def held_out(final: dict | None) -> dict | None:
-    """The validation-row metrics, raw and bias-corrected, from compare's ``final`` summaries."""
-    if not final or "validation" not in final.get("raw", {}):
+    """The held-out metrics, raw and bias-corrected, from compare's ``final`` summaries: the test rows
+    (used for nothing else) where there are any, else the validation rows. ``split`` says which."""
+    raw = (final or {}).get("raw", {})
+    split = "test" if raw.get("test", {}).get("n") else "validation"
+    if split not in raw:
         return None
     return {
-        c: {k: final[c]["validation"].get(k) for k in HELD_OUT_KEYS}
+        c: {"split": split, **{k: final[c][split].get(k) for k in HELD_OUT_KEYS}}
         for c in ("raw", "corrected")
         if c in final
     }
@@ -334,7 +337,8 @@ def held_out(final: dict | None) -> dict | None:
 
 def flat_row(result: dict) -> dict:
     """One ``pairs.parquet`` row: question, dir, a_name, a_path, b_name, b_path, status, reason, skipped,
-    selected_step, description, report (relative link or null), n_validation, and per correction
+    selected_step, description, report (relative link or null), held_out_split ("test", or "validation"
+    when no test rows were kept), n_held_out, and per correction
     (``raw``/``corrected``) accuracy, accuracy_low, accuracy_high, p_value, auc."""
     row = {
         "question": result["question"],
@@ -351,7 +355,8 @@ def flat_row(result: dict) -> dict:
         "report": result.get("report"),
     }
     metrics = result["held_out"] or {}
-    row["n_validation"] = (metrics.get("raw") or {}).get("n")
+    row["held_out_split"] = (metrics.get("raw") or {}).get("split")
+    row["n_held_out"] = (metrics.get("raw") or {}).get("n")
     for correction in ("raw", "corrected"):
         values = metrics.get(correction) or {}
         for key in ("accuracy", "accuracy_low", "accuracy_high", "p_value", "auc"):
@@ -372,7 +377,8 @@ PARQUET_SCHEMA = {
     "selected_step": pl.Int64,
     "description": pl.Utf8,
     "report": pl.Utf8,
-    "n_validation": pl.Int64,
+    "held_out_split": pl.Utf8,
+    "n_held_out": pl.Int64,
     **{
         f"{k}_{c}": pl.Float64
         for c in ("raw", "corrected")

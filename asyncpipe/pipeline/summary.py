@@ -24,7 +24,7 @@ def print_summary(outcome: Outcome, console: Console) -> None:
     for column in ("split", "rows", "accuracy (95% CI)", "p vs chance", "corrected acc.", "unscored"):
         table.add_column(column)
     raw, corrected = final.get("raw", {}), final.get("corrected", {})
-    for split in ("validation", "train", "rest", "all"):
+    for split in ("test", "validation", "train", "rest", "all"):
         s = raw.get(split)
         if not s:
             continue

@@ -235,7 +235,8 @@ def _header(data: dict) -> str:
         + (", within each question." if data.get("by_question") else ".")
         + "</p>",
         '<p class="sub">Each cell is the <b>held-out accuracy</b> of the pair\'s selected description: rows never shown '
-        "to the describer, each classified alone, with its Wilson 95% interval. 50% is chance; the further from it, "
+        "to the describer nor used to choose or calibrate it (the test split), each classified alone, with its Wilson "
+        "95% interval. 50% is chance; the further from it, "
         "the better the description separates the two files. Click a cell for that pair's report.</p>",
         legend(),
     ]

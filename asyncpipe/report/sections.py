@@ -16,7 +16,7 @@ from asyncpipe.report.tables import confidently_wrong, most_typical
 
 _CORRECTION_ORDER = ("raw", "corrected", "final")
 _CORRECTION_TITLE = {"raw": "raw", "corrected": "bias-corrected", "final": "final"}
-_SPLIT_ORDER = ("validation", "rest", "train", "all")
+_SPLIT_ORDER = ("test", "validation", "rest", "train", "all")
 
 
 def selected_step(art: Artifacts) -> int | None:
@@ -188,9 +188,23 @@ def headline_block(art: Artifacts, steps: pl.DataFrame) -> str:
             f"below includes rows the describer was shown and is optimistic.{hint}</p>"
         )
     else:
-        out.append(
-            "<h3>Held-out (validation) accuracy <small>— rows never shown to the describer</small></h3>"
-        )
+        test = [finals.get(("test", c)) for c in corrections]
+        if any(t and t.get("n") for t in test):
+            out.append(
+                "<h3>Held-out test accuracy <small>— rows used for nothing but this figure: never shown to "
+                "the describer, not used to choose the description or to fit the bias offset</small></h3>"
+            )
+            out.append('<div class="cards">')
+            for c, summary in zip(corrections, test, strict=True):
+                out.append(_summary_card(f"test, {_CORRECTION_TITLE[c]}", summary))
+            out.append("</div>")
+            validation_note = (
+                "never shown to the describer, but they chose the step and fitted the bias offset, "
+                "so these figures lean optimistic"
+            )
+        else:
+            validation_note = "rows never shown to the describer"
+        out.append(f"<h3>Held-out (validation) accuracy <small>— {validation_note}</small></h3>")
         out.append('<div class="cards">')
         for c, summary in zip(corrections, validation, strict=True):
             out.append(_summary_card(f"validation, {_CORRECTION_TITLE[c]}", summary))
