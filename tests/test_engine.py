@@ -370,7 +370,8 @@ def test_the_servers_retry_after_is_the_wait():
         ({"retry-after": "0.5"}, "", 0.5),
         ({"x-ratelimit-reset-requests": "6m0s"}, "", 360.0),
         ({"x-ratelimit-reset-requests": "20ms"}, "", 0.02),
-        ({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s"}, "", 360.0),
+        # untyped: the shorter wait (a too-early retry costs one 429, a too-late one minutes of idling)
+        ({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s"}, "", 1.0),
         ({}, "Rate limit reached for gpt-4o-mini. Please try again in 1.574s. Visit ...", 1.574),
         ({}, "Please try again in 20ms.", 0.02),
         ({}, "Something else went wrong", None),
@@ -650,3 +651,13 @@ def test_swapped_prompts_average_both_answers(tmp_path: Path):
     assert fake.count == 2 * len(rows)
     # the fake answers by keyword, not by description: (0.9 + (1 - 0.9)) / 2
     assert all(math.isclose(v, 0.5, abs_tol=1e-9) for v in values)
+
+
+def test_retry_hint_follows_the_exhausted_limit():
+    headers = {"x-ratelimit-reset-requests": "20ms", "x-ratelimit-reset-tokens": "6m0s"}
+    assert retry_hint(headers, "", "requests") == pytest.approx(0.02)
+    assert retry_hint(headers, "", "tokens") == pytest.approx(360.0)
+    # the message speaks of the limit that was hit: it wins over the reset headers
+    assert retry_hint(headers, "Rate limit reached ... Please try again in 20ms.", "tokens") == pytest.approx(
+        0.02
+    )

@@ -89,7 +89,8 @@ class LLMClient:
             if exc.rate_limited:
                 self.stats.rate_limited += 1
                 if exc.retry_after:
-                    self.limiter.pause(exc.retry_after)
+                    # a hint is trusted up to the policy's longest wait: never a stalled run
+                    self.limiter.pause(min(exc.retry_after, self.policy.max_delay))
             raise
         except BaseException:
             self.limiter.release(ok=False)

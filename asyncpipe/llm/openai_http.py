@@ -53,8 +53,13 @@ def parse_duration(text: str) -> float | None:
     return sum(float(value) * scale[unit] for value, unit in parts)
 
 
-def retry_hint(headers: Any, message: str = "") -> float | None:
-    """Seconds to wait, from the headers a 429/503 carries, else from the error message."""
+def retry_hint(headers: Any, message: str = "", kind: str | None = None) -> float | None:
+    """Seconds to wait, from the headers a 429/503 carries, else from the error message.
+
+    Order: ``retry-after-ms``, ``retry-after``, the message's "try again in …" (it speaks of the limit
+    that was hit), then the ``x-ratelimit-reset-*`` header of the exhausted limit (``kind`` is the error's
+    type, "requests" or "tokens"). Taking the larger of both resets would make a run wait minutes for a
+    token window when only the request window (milliseconds) was exhausted."""
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
             return float(ms) / 1000.0
@@ -70,18 +75,18 @@ def retry_hint(headers: Any, message: str = "") -> float | None:
                 parsed = None
             if parsed is not None:
                 return max(0.0, parsed.timestamp() - time.time())
-    resets = [
-        parse_duration(headers[h])
-        for h in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
-        if headers.get(h)
-    ]
-    resets = [r for r in resets if r is not None]
-    if resets:
-        return max(resets)
     if match := _TRY_AGAIN.search(message):
         value = float(match.group(1))
         return value / 1000.0 if match.group(2).lower() == "ms" else value
-    return None
+    names = {"requests": ("requests",), "tokens": ("tokens",)}.get(kind or "", ("requests", "tokens"))
+    resets = [
+        parse_duration(headers[f"x-ratelimit-reset-{n}"])
+        for n in names
+        if headers.get(f"x-ratelimit-reset-{n}")
+    ]
+    resets = [r for r in resets if r is not None]
+    # without a type, the shorter wait: a retry that comes too early costs one more 429, not minutes
+    return min(resets) if resets else None
 
 
 def _error_fields(raw: bytes) -> tuple[str, str | None, str | None]:
@@ -227,7 +232,7 @@ class OpenAIHTTPProvider:
             raise RetryableAPIError(
                 f"rate limited (429): {message}",
                 status=status,
-                retry_after=retry_hint(headers, message),
+                retry_after=retry_hint(headers, message, kind),
                 rate_limited=True,
             )
         if status in RETRYABLE_STATUS or status >= 500:
