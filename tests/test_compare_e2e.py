@@ -395,3 +395,23 @@ def test_compare_does_not_overwrite_a_pairs_summary(server, fake, files, tmp_pat
     result = run_cli(*fake_compare(server, a, b, tmp_path / "pairs"))
     assert result.returncode == 2 and "'asyncpipe pairs' summary" in result.stderr
     assert sorted(p.name for p in (tmp_path / "pairs").iterdir()) == ["pairs.json"]
+
+
+def test_outputs_are_readable_like_any_new_file(server, fake, files, tmp_path):
+    import os
+    import stat
+
+    a, b = files
+    out = tmp_path / "out"
+    assert run_cli(*fake_compare(server, a, b, out), "--max-steps", "1", "--quiet").returncode == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in (
+        "classify.yaml",
+        "predictions.parquet",
+        "metrics.parquet",
+        "steps.jsonl",
+        "run.json",
+        "index.html",
+    ):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~umask, name

@@ -9,6 +9,7 @@ user says ``--resume`` (continue anyway) or ``--force`` (start over).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -32,10 +33,23 @@ ARTIFACTS = (
 )
 
 
+def _file_mode() -> int:
+    """What ``open()`` would give a new file: 0o666 less the umask (mkstemp's own 0o600 would hide a
+    run's classifier and predictions from colleagues who can read its report)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, flush it to disk, then rename it into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), _FILE_MODE)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -58,15 +72,10 @@ def write_yaml_atomic(path: Path, data: Any) -> None:
 
 
 def write_parquet_atomic(path: Path, frame: pl.DataFrame) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        # statistics off and a fixed compression: identical frames give identical bytes
-        frame.write_parquet(tmp, compression="zstd", statistics=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    # statistics off and a fixed compression: identical frames give identical bytes
+    frame.write_parquet(buffer, compression="zstd", statistics=False)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def file_digest(path: Path) -> str:
