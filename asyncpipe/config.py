@@ -131,6 +131,8 @@ class ModelFacts:
     token_param: str = "max_tokens"
     tokenizer: str | None = None
     price: Price | None = None
+    #: thinks before answering: its token budget must cover hidden reasoning tokens too
+    reasoning: bool = False
 
 
 def model_facts(model: str) -> ModelFacts:
@@ -142,7 +144,8 @@ def model_facts(model: str) -> ModelFacts:
     bare = model.split("/")[-1]
     key = bare if bare in models else None
     if key is None:
-        prefixes = [name for name in models if bare.startswith(name + "-")]
+        # dated snapshots (gpt-4o-mini-2024-07-18) and point releases (gpt-5.1) share their family's facts
+        prefixes = [name for name in models if bare.startswith((name + "-", name + "."))]
         key = max(prefixes, key=len) if prefixes else None
     entry = {**defaults, **(models.get(key, {}) if key else {})}
     price = entry.get("price")
@@ -152,6 +155,7 @@ def model_facts(model: str) -> ModelFacts:
         token_param=str(entry.get("token_param", "max_tokens")),
         tokenizer=entry.get("tokenizer"),
         price=Price(**price) if price else None,
+        reasoning=bool(entry.get("reasoning", False)),
     )
 
 

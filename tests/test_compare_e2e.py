@@ -415,3 +415,16 @@ def test_outputs_are_readable_like_any_new_file(server, fake, files, tmp_path):
         "index.html",
     ):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_a_reasoning_model_describes_with_room_to_think(server, fake, files, tmp_path):
+    a, b = files
+    result = run_cli(
+        "compare", a, b, "--base-url", server.base_url, "--describe-model", "gpt-5.1", "--classify-model",
+        "fake-model", "--output", tmp_path / "out", "--max-steps", "1", "--describe-max-tokens", "500", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (describe,) = fake.describe_requests()
+    assert describe["max_completion_tokens"] == 500 + 16_000 and "max_tokens" not in describe
+    assert "temperature" not in describe and "seed" not in describe
+    assert all(body["max_tokens"] == 1 for body in fake.classify_requests())

@@ -34,6 +34,8 @@ from asyncpipe.llm.labels import p_a_from_top_logprobs
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = {408, 409, 425, 429}
+# hidden reasoning tokens allowed to a reasoning model's describe answer, on top of --describe-max-tokens
+REASONING_ALLOWANCE = 16_000
 # refusals of one request for what it holds (content filter, context length): not the whole run's fault
 REJECTED_STATUS = {400, 413, 422}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -289,7 +291,9 @@ class OpenAIHTTPProvider:
     async def generate(
         self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
     ) -> Generation:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, self.facts.token_param: max_tokens}
+        # a reasoning model spends hidden tokens before it writes: budget them on top of the description
+        budget = max_tokens + REASONING_ALLOWANCE if self.facts.reasoning else max_tokens
+        body: dict[str, Any] = {"model": self.model, "messages": messages, self.facts.token_param: budget}
         if self.facts.logprobs:  # reasoning models reject temperature and seed along with logprobs
             body["temperature"] = temperature
             if seed is not None:

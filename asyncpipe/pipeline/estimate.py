@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from asyncpipe.config import ModelFacts, RunConfig, model_facts
+from asyncpipe.llm.openai_http import REASONING_ALLOWANCE
 from asyncpipe.pipeline.inputs import load_sides_for, plan_for
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, classify_messages, describe_messages
 
@@ -253,7 +254,13 @@ def estimate_run(cfg: RunConfig) -> Estimate:
         classify_final=final_requests,
         final_from_cache=from_cache,
         describe=Side(
-            cfg.describe_model, n_steps, describe_in, n_steps * description, describe_counter, describe_facts
+            cfg.describe_model,
+            n_steps,
+            describe_in,
+            # a reasoning model may also spend its whole hidden-reasoning allowance, billed as output
+            n_steps * (description + (REASONING_ALLOWANCE if describe_facts.reasoning else 0)),
+            describe_counter,
+            describe_facts,
         ),
         classify=Side(
             cfg.classify_model,
