@@ -17,6 +17,7 @@ from asyncpipe.prompts.build import (
     describe_messages,
     fill,
     swap_dataset_names,
+    unswappable_mentions,
     with_row,
 )
 
@@ -91,6 +92,13 @@ def test_swap_dataset_names():
         swap_dataset_names("Dataset A is short; dataset B is long. A dog.")
         == "Dataset B is short; dataset A is long. A dog."
     )
+    assert (
+        swap_dataset_names("Datasets A and B differ: Dataset-A's rows")
+        == "Datasets B and A differ: Dataset-B's rows"
+    )
+    assert swap_dataset_names("datasets A/B; dataset B vs. A") == "datasets B/A; dataset A vs. B"
+    assert unswappable_mentions("dataset A is terse; B rambles") == 1
+    assert unswappable_mentions("Dataset A is terse; dataset B rambles. A dog.") == 0
 
 
 def test_plan_is_ordered_deterministic_and_never_leaks_validation():

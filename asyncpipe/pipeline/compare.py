@@ -48,6 +48,7 @@ from asyncpipe.prompts.build import (
     classify_messages,
     describe_messages,
     swap_dataset_names,
+    unswappable_mentions,
 )
 from asyncpipe.report import render_report
 
@@ -109,6 +110,7 @@ class Run:
         self.reporter = reporter
         self.stats = stats  # the classifier's: what the progress display shows
         self.describe_stats = RunStats()
+        self._warned: set[str] = set()  # descriptions already warned about (--swap-labels)
         self.out = cfg.output
         self.pool = pool
         self.owns_pool = owns_pool
@@ -304,6 +306,16 @@ class Run:
             if self.cfg.swap_labels
             else None
         )
+        if (
+            swapped is not None
+            and (bare := unswappable_mentions(description))
+            and description not in self._warned
+        ):
+            self._warned.add(description)
+            self.reporter.log(
+                f"note: this description names dataset B {bare} time(s) without the word 'dataset'; "
+                "--swap-labels cannot exchange those, so its swapped prompt may contradict itself"
+            )
         texts = [(self.side_a if label == "A" else self.side_b).texts[i] for label, i in rows]
         self.reporter.phase(phase, len(texts))
         try:

@@ -131,9 +131,25 @@ def with_row(messages: list[Message], row: str) -> list[Message]:
     return [*head, {"role": last["role"], "content": content}]
 
 
+_OTHER = {"A": "B", "B": "A"}
+# "dataset A", "Dataset-A", "datasets A and B", "datasets A/B", "dataset A's"
+_NAMED = re.compile(r"\b([Dd]atasets?[ -])([AB])\b(?:(\s*(?:,|/|and|or|vs\.?|versus)\s*)([AB])\b)?")
+# a capital B standing alone is no English word: a dataset named without the word "dataset"
+_BARE_B = re.compile(r"(?<![\w-])B(?![\w-])")
+
+
 def swap_dataset_names(description: str) -> str:
     """The description with the roles of A and B exchanged, for ``--swap-labels``. The describer is told
-    to say "dataset A" / "dataset B", and exactly those phrases are exchanged."""
-    return re.sub(
-        r"\b([Dd]ataset) ([AB])\b", lambda m: f"{m.group(1)} {'B' if m.group(2) == 'A' else 'A'}", description
-    )
+    to say "dataset A" / "dataset B"; those phrases (and "datasets A and B", "Dataset-A") are exchanged."""
+
+    def swap(m: re.Match) -> str:
+        tail = f"{m.group(3)}{_OTHER[m.group(4)]}" if m.group(4) else ""
+        return f"{m.group(1)}{_OTHER[m.group(2)]}{tail}"
+
+    return _NAMED.sub(swap, description)
+
+
+def unswappable_mentions(description: str) -> int:
+    """How often the description names dataset B without the word "dataset" (so the swap cannot reach
+    it): a hint that the swapped prompt may contradict itself."""
+    return len(_BARE_B.findall(_NAMED.sub("", description)))
