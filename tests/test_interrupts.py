@@ -153,3 +153,8 @@ def test_rerun_after_a_row_gave_up_buys_no_step_again(tmp_path):
     ] == []
     assert len(healed.classify_requests()) == 2  # row 3 of A and of B, in the final pass
     assert pl.read_parquet(tmp_path / "out" / "predictions.parquet")["p_a"].null_count() == 0
+    # run.json counts this invocation, and keeps the running total of both
+    stats = json.loads((tmp_path / "out" / "run.json").read_text())["stats"]
+    assert stats["requests"] == 2
+    assert stats["all_invocations"]["requests"] == len(flaky.requests) + 2
+    assert stats["all_invocations"]["invocations"] == 2

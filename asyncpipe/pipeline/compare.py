@@ -52,6 +52,15 @@ from asyncpipe.prompts.build import (
 )
 from asyncpipe.report import render_report
 
+# What run.json adds up over the invocations of one run (a run interrupted and continued).
+SPENDING_KEYS = (
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "estimated_cost_usd",
+    "invocations",
+)
 # A conservative characters-per-token figure for fitting text into a context window (dense text and
 # other languages run below the usual four).
 CHARS_PER_TOKEN_LOW = 3.0
@@ -135,6 +144,7 @@ class Run:
         self.continuing = prepare_output_dir(
             self.out, self.fingerprint, command="compare", force=cfg.force, resume=cfg.resume
         )
+        self.earlier = self.earlier_spending() if self.continuing else {}
         self._make_clients()
         if n_a != n_b:
             self.reporter.log(
@@ -431,12 +441,28 @@ class Run:
         cost = None if describe is None or classify is None else describe + classify
         return self.stats + self.describe_stats, cost
 
+    def earlier_spending(self) -> dict:
+        """What earlier invocations of this very run (interrupted, then continued) sent and cost."""
+        try:
+            earlier = json.loads((self.out / "run.json").read_text(encoding="utf-8"))["stats"][
+                "all_invocations"
+            ]
+            return {k: earlier[k] for k in SPENDING_KEYS if isinstance(earlier.get(k), int | float)}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
     def stats_record(self) -> dict:
+        """This invocation's counts and cost, by role, and the running total over every invocation."""
         total, cost = self.totals()
+        now = {**total.to_dict(), "estimated_cost_usd": cost, "invocations": 1}
+        all_invocations = {
+            k: (now[k] + self.earlier[k]) if now[k] is not None and k in self.earlier else now[k]
+            for k in SPENDING_KEYS
+        }
         return {
-            **total.to_dict(),
-            "estimated_cost_usd": cost,
+            **now,
             "by_role": {"describe": self.describe_stats.to_dict(), "classify": self.stats.to_dict()},
+            "all_invocations": all_invocations,
         }
 
     def write_run_json(self, status: str, message: str | None = None) -> None:
