@@ -100,9 +100,17 @@ async def classify_rows(
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error a caller can act on: the first of ours, else the only one, else the group."""
+    leaves = list(_leaves(group))
+    ours = [exc for exc in leaves if isinstance(exc, AsyncpipeError)]
+    if ours:
+        return ours[0]
+    return leaves[0] if len(leaves) == 1 else group
+
+
+def _leaves(group: BaseExceptionGroup):
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            exc = _first_error(exc)
-        if isinstance(exc, AsyncpipeError):
-            return exc
-    return group
+            yield from _leaves(exc)
+        else:
+            yield exc
