@@ -222,3 +222,22 @@ def test_a_refused_describe_request_stops_with_advice(tmp_path):
     assert result.returncode == 1
     assert "describe request was refused" in result.stderr and "--batch-size" in result.stderr
     assert len(fake.describe_requests()) == 1
+
+
+def test_classify_takes_its_retry_settings_from_config(tmp_path):
+    """`asyncpipe classify` honours --config like compare does (tries and waits between them)."""
+    out = tmp_path / "compare"
+    a, b = fruit_files(tmp_path, 5)
+    cfg = tmp_path / "retries.yaml"
+    cfg.write_text("max_attempts: 2\nretry_base_delay: 0.01\nretry_max_delay: 0.02\n")
+    with ServerThread(FakeOpenAI()) as server:
+        port = server.port
+        assert run_cli(*fake_compare(server, a, b, out), "--max-steps", "1", "--quiet").returncode == 0
+    failing = FakeOpenAI(fault=lambda n, body: "500")
+    with ServerThread(failing, port=port) as server:
+        result = run_cli("classify", out / "classify.yaml", a, "--output", tmp_path / "reuse",
+                         "--base-url", server.base_url, "--config", cfg, "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len(failing.requests) == 5 * 2  # every row tried exactly max_attempts times
+    errors = pl.read_parquet(tmp_path / "reuse" / "predictions.parquet")["error"].to_list()
+    assert all(e.startswith("gave up after 2 attempts") for e in errors)

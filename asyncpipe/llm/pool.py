@@ -20,6 +20,31 @@ from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
 
 
+def build_pool(
+    *,
+    base_url: str | None,
+    api_key: str | None,
+    timeout: float,
+    concurrency: int,
+    max_attempts: int,
+    retry_base_delay: float,
+    retry_max_delay: float,
+    rpm: float | None = None,
+    tpm: float | None = None,
+) -> ModelPool:
+    """A pool with its retry policy, from resolved settings (flags over ``config/default.yaml``)."""
+    policy = RetryPolicy(max_attempts, float(retry_base_delay), float(retry_max_delay))
+    return ModelPool(
+        base_url=base_url,
+        api_key=api_key,
+        timeout=timeout,
+        concurrency=concurrency,
+        policy=policy,
+        rpm=rpm,
+        tpm=tpm,
+    )
+
+
 class ModelPool:
     def __init__(
         self,

@@ -26,8 +26,7 @@ from asyncpipe.data.pairing import Plan
 from asyncpipe.data.render import CUT_MARKER, cut_text
 from asyncpipe.errors import FatalAPIError, UserError
 from asyncpipe.llm.base import Message
-from asyncpipe.llm.pool import ModelPool
-from asyncpipe.llm.retry import RetryPolicy
+from asyncpipe.llm.pool import ModelPool, build_pool
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.metrics import fit_bias_offset, summarize
 from asyncpipe.pipeline import artifacts
@@ -524,17 +523,14 @@ def _fmt(value: float | None) -> str:
 
 
 def make_pool(cfg: RunConfig, api_key: str | None = None) -> ModelPool:
-    policy = RetryPolicy(
-        cfg.max_attempts,
-        float(cfg.extra.get("retry_base_delay", 1.0)),
-        float(cfg.extra.get("retry_max_delay", 60.0)),
-    )
-    return ModelPool(
+    return build_pool(
         base_url=cfg.base_url,
         api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
         timeout=cfg.timeout,
         concurrency=cfg.concurrency,
-        policy=policy,
+        max_attempts=cfg.max_attempts,
+        retry_base_delay=cfg.extra.get("retry_base_delay", 1.0),
+        retry_max_delay=cfg.extra.get("retry_max_delay", 60.0),
         rpm=cfg.rpm,
         tpm=cfg.tpm,
     )

@@ -14,12 +14,11 @@ from typing import Any
 import polars as pl
 
 from asyncpipe import __version__
-from asyncpipe.config import read_yaml
+from asyncpipe.config import load_settings, read_yaml
 from asyncpipe.data.render import RowLayout
 from asyncpipe.errors import UserError
-from asyncpipe.llm.pool import ModelPool
+from asyncpipe.llm.pool import build_pool
 from asyncpipe.llm.registry import is_local
-from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.pipeline import artifacts
 from asyncpipe.pipeline.classify import classify_rows
 from asyncpipe.pipeline.inputs import load_side, side_names
@@ -89,12 +88,20 @@ async def classify_saved(args, reporter: Reporter) -> Path:
             f"{args.classifier} was made against {saved_url}; pass --base-url {saved_url} to classify there "
             "(asyncpipe does not send your key to an address read from a file)"
         )
-    pool = ModelPool(
+    settings = load_settings(args.config)
+
+    def pick(flag: str) -> Any:
+        value = getattr(args, flag)
+        return settings[flag] if value is None else value
+
+    pool = build_pool(
         base_url=base_url,
         api_key=os.environ.get("OPENAI_API_KEY"),
-        timeout=args.timeout or 60.0,
-        concurrency=args.concurrency or 64,
-        policy=RetryPolicy(args.max_attempts or 5),
+        timeout=pick("timeout"),
+        concurrency=pick("concurrency"),
+        max_attempts=pick("max_attempts"),
+        retry_base_delay=settings["retry_base_delay"],
+        retry_max_delay=settings["retry_max_delay"],
         rpm=args.rpm,
         tpm=args.tpm,
     )
