@@ -4,6 +4,7 @@ command line builds and passes down."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -135,6 +136,7 @@ class ModelFacts:
     reasoning: bool = False
 
 
+@functools.cache  # models.yaml is package data: read it once per process, not once per use
 def model_facts(model: str) -> ModelFacts:
     """Facts for ``model``: an exact entry, else the longest listed prefix (dated snapshots such as
     ``gpt-4o-mini-2024-07-18``), else the defaults. Provider prefixes like ``openai/`` are ignored."""

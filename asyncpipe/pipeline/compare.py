@@ -11,6 +11,7 @@ wins. Every answer is cached as it arrives, so an interrupted run resumes for fr
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -40,7 +41,7 @@ from asyncpipe.pipeline.outputs import (
     write_text_atomic,
     write_yaml_atomic,
 )
-from asyncpipe.pipeline.progress import Reporter
+from asyncpipe.pipeline.progress import Reporter, percent
 from asyncpipe.prompts.build import (
     HistoryEntry,
     WrongRow,
@@ -88,6 +89,7 @@ class Outcome:
     cost: float | None = None
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -256,8 +258,8 @@ class Run:
         validation = summarize(artifacts.preds_frame([r[0] for r in val_rows], val_p)) if val_rows else None
         wrong = self.wrong_rows(train_rows, train_p)
         self.reporter.log(
-            f"step {number}/{total}: accuracy {_fmt(train['accuracy'])} on its batch"
-            + (f", {_fmt(validation['accuracy'])} held out" if validation else "")
+            f"step {number}/{total}: accuracy {percent(train['accuracy'])} on its batch"
+            + (f", {percent(validation['accuracy'])} held out" if validation else "")
         )
         return StepResult(number, epoch, description, tuple(pairs), train, validation, tuple(wrong))
 
@@ -308,13 +310,15 @@ class Run:
         merged += longer[len(merged) // 2 :]
         return merged[: self.cfg.wrong_examples]
 
-    async def classify(self, description: str, rows: list[tuple[str, int]], phase: str) -> Scores:
+    def classifier_prompts(self, description: str) -> tuple[list[Message], list[Message] | None]:
+        """The classify prompt for a description, and its swapped twin under --swap-labels."""
         messages = classify_messages(self.cfg.templates, description)
-        swapped = (
-            classify_messages(self.cfg.templates, swap_dataset_names(description))
-            if self.cfg.swap_labels
-            else None
-        )
+        if not self.cfg.swap_labels:
+            return messages, None
+        return messages, classify_messages(self.cfg.templates, swap_dataset_names(description))
+
+    async def classify(self, description: str, rows: list[tuple[str, int]], phase: str) -> Scores:
+        messages, swapped = self.classifier_prompts(description)
         if (
             swapped is not None
             and (bare := unswappable_mentions(description))
@@ -396,12 +400,7 @@ class Run:
                 self.metric_rows.append(
                     artifacts.metrics_row("final", selected.step, None, split, correction, summary)
                 )
-        messages = classify_messages(cfg.templates, selected.description)
-        swapped = (
-            classify_messages(cfg.templates, swap_dataset_names(selected.description))
-            if cfg.swap_labels
-            else None
-        )
+        messages, swapped = self.classifier_prompts(selected.description)
         document = artifacts.classifier_document(
             model=cfg.classify_model,
             base_url=cfg.base_url,
@@ -516,10 +515,6 @@ class Run:
 
 def _json_line(value: dict) -> str:
     return json.dumps(value, ensure_ascii=False) + "\n"
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def make_pool(cfg: RunConfig, api_key: str | None = None) -> ModelPool:

@@ -62,7 +62,7 @@ from asyncpipe.errors import FatalAPIError, UserError
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.pipeline.compare import compare, make_pool
 from asyncpipe.pipeline.outputs import run_fingerprint, write_json_atomic, write_parquet_atomic
-from asyncpipe.pipeline.progress import Reporter
+from asyncpipe.pipeline.progress import Reporter, percent
 from asyncpipe.report.pairs import render_pairs_summary
 
 SEPARATOR = "__vs__"
@@ -606,11 +606,7 @@ def _one_line(result: PairResult) -> str:
         "no held-out rows"
         if not raw
         else (
-            f"held-out accuracy {_pct(raw.get('accuracy'))} [{_pct(raw.get('accuracy_low'))}, {_pct(raw.get('accuracy_high'))}]"
+            f"held-out accuracy {percent(raw.get('accuracy'))} [{percent(raw.get('accuracy_low'))}, {percent(raw.get('accuracy_high'))}]"
         )
     )
     return f"{result.status}, {accuracy} ({result.seconds or 0:.1f} s, {stats.get('requests', 0)} sent, {stats.get('cache_hits', 0)} cached)"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"

@@ -13,6 +13,11 @@ from asyncpipe.config import Price
 from asyncpipe.llm.stats import RunStats
 
 
+def percent(value: float | None) -> str:
+    """A rate for the terminal: "81.2%", or "n/a" where it is undefined."""
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
 def _tokens(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 

@@ -28,11 +28,7 @@ from asyncpipe.pipeline.outputs import (
     write_json_atomic,
     write_parquet_atomic,
 )
-from asyncpipe.pipeline.progress import Reporter
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+from asyncpipe.pipeline.progress import Reporter, percent
 
 
 def load_classifier(path: Path) -> dict[str, Any]:
@@ -159,7 +155,7 @@ async def classify_saved(args, reporter: Reporter) -> Path:
         info["final"] = {corr: per["all"] for corr, per in final.items()}
         s = info["final"]["corrected"]
         reporter.log(
-            f"accuracy (bias-corrected) {_pct(s['accuracy'])}, 95% CI {_pct(s['accuracy_low'])}–{_pct(s['accuracy_high'])}, "
+            f"accuracy (bias-corrected) {percent(s['accuracy'])}, 95% CI {percent(s['accuracy_low'])}–{percent(s['accuracy_high'])}, "
             f"on {s['n_scored']} scored rows ({s['n_unscored']} unscored)"
         )
     write_json_atomic(args.output / "run.json", info)

@@ -6,10 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from asyncpipe.pipeline.compare import Outcome
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+from asyncpipe.pipeline.progress import percent
 
 
 def _p(value: float | None) -> str:
@@ -29,9 +26,9 @@ def print_summary(outcome: Outcome, console: Console) -> None:
         if not s:
             continue
         c = corrected.get(split, {})
-        ci = f"{_pct(s['accuracy'])} ({_pct(s['accuracy_low'])}–{_pct(s['accuracy_high'])})"
+        ci = f"{percent(s['accuracy'])} ({percent(s['accuracy_low'])}–{percent(s['accuracy_high'])})"
         p = _p(s["p_value"])
-        table.add_row(split, str(s["n"]), ci, p, _pct(c.get("accuracy")), str(s["n_unscored"]))
+        table.add_row(split, str(s["n"]), ci, p, percent(c.get("accuracy")), str(s["n_unscored"]))
     console.print(table)
     if outcome.selected is not None:
         text = outcome.selected.description
