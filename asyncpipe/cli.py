@@ -293,7 +293,7 @@ def _run(args: argparse.Namespace) -> int:
         from asyncpipe.report import render_report
 
         if (args.directory / "pairs.json").is_file() and not (args.directory / "run.json").is_file():
-            from asyncpipe.report.pairs import render_pairs_summary
+            from asyncpipe.report.pairs_page import render_pairs_summary
 
             print(render_pairs_summary(args.directory))
             return 0
@@ -312,13 +312,14 @@ def _run(args: argparse.Namespace) -> int:
             "a vLLM/llama.cpp server (--base-url), or a larger GGUF (--model gguf:PATH)."
         )
     if args.command == "classify":
-        from asyncpipe.pipeline.reuse import classify_saved
+        from asyncpipe.pipeline.classify_command import classify_saved
 
         outcome = anyio.run(lambda: classify_saved(args, reporter))
         print(outcome)
         return 0
     if args.command == "pairs":
-        from asyncpipe.pipeline.pairs import plan_pairs, run_pairs
+        from asyncpipe.pipeline.pairs import run_pairs
+        from asyncpipe.pipeline.pairs_plan import plan_pairs
 
         plan = plan_pairs(args.paths, output=args.output, against=args.against, by_question=args.by_question)
         cfg = build_config(args, reporter.log)

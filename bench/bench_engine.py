@@ -7,7 +7,7 @@ run:
 
 1. a bare aiohttp client's ceiling: pre-encoded body, ``await response.read()``, nothing else;
 2. the openai SDK (``AsyncOpenAI(max_retries=0)``) with ``asyncio.gather`` under a semaphore;
-3. asyncpipe's engine: :func:`~asyncpipe.pipeline.classify.classify_rows` through a real
+3. asyncpipe's engine: :func:`~asyncpipe.pipeline.fanout.classify_rows` through a real
    :class:`~asyncpipe.llm.client.LLMClient` (fresh SQLite cache, adaptive limiter starting at 16 as in
    ``compare``, retry policy) on distinct rows, against (1) and (2). (1) and (3) are run three times,
    alternating, and the best of each is kept: other processes on a shared machine add noise to both;
@@ -54,7 +54,7 @@ from asyncpipe.llm.limiter import AdaptiveLimiter
 from asyncpipe.llm.openai_http import OpenAIHTTPProvider
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
-from asyncpipe.pipeline.classify import classify_rows
+from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.prompts.build import classify_messages, with_row
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import pytest
 
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
-from asyncpipe.pipeline.classify import classify_rows
+from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.prompts.build import ROW_PLACEHOLDER
 from tests.fake_openai import FakeOpenAI, ServerThread
 

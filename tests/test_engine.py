@@ -26,7 +26,7 @@ from asyncpipe.llm.limiter import INFER_MIN_PER_SECOND, INFERRED_TTL, AdaptiveLi
 from asyncpipe.llm.openai_http import OpenAIHTTPProvider, parse_duration, retry_hint
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
-from asyncpipe.pipeline.classify import classify_rows
+from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, classify_messages, fence_safe, with_row
 from tests.fake_openai import FakeOpenAI, ServerThread, row_of
 

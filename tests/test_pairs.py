@@ -13,7 +13,7 @@ import pytest
 
 from asyncpipe.errors import UserError
 from asyncpipe.llm.cache import ResponseCache
-from asyncpipe.pipeline.pairs import plan_pairs
+from asyncpipe.pipeline.pairs_plan import plan_pairs
 from tests.conftest import REPO, fruit_rows, run_cli, start_cli, write_jsonl
 from tests.fake_openai import FakeOpenAI, ServerThread
 

@@ -24,7 +24,7 @@ import yaml
 
 from asyncpipe.errors import UserError
 from asyncpipe.report import render_report
-from asyncpipe.report.load import SUMMARY_KEYS, load_artifacts, step_metrics
+from asyncpipe.report.read import SUMMARY_KEYS, load_artifacts, step_metrics
 
 XSS = "<script>alert(1)</script>"
 # would mark the page if any injected markup ever ran

@@ -18,7 +18,7 @@ import polars as pl
 
 from asyncpipe import __version__
 from asyncpipe.metrics import SUMMARY_FLOAT_KEYS, SUMMARY_INT_KEYS, apply_bias_offset, summarize
-from asyncpipe.pipeline.classify import Scores
+from asyncpipe.pipeline.fanout import Scores
 
 SUMMARY_INT = SUMMARY_INT_KEYS
 SUMMARY_FLOAT = SUMMARY_FLOAT_KEYS

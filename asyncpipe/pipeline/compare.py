@@ -31,7 +31,7 @@ from asyncpipe.llm.pool import ModelPool, build_pool
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.metrics import fit_bias_offset, summarize
 from asyncpipe.pipeline import artifacts
-from asyncpipe.pipeline.classify import Scores, classify_rows
+from asyncpipe.pipeline.fanout import Scores, classify_rows
 from asyncpipe.pipeline.inputs import load_sides_for, plan_for
 from asyncpipe.pipeline.outputs import (
     prepare_output_dir,

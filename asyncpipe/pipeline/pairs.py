@@ -1,26 +1,6 @@
 """``asyncpipe pairs``: many comparisons in one process, over one shared pool of model resources.
 
-Which files. Each path given is a directory (every supported file below it, sorted; hidden entries and
-asyncpipe output folders — ones holding ``run.json`` or ``pairs.json`` — are skipped, and so is the
-``--output`` folder), a glob (its matches with a supported extension), or a file (itself). A file's
-*name* is its stem; when two files in one group share a stem, enough of their parent folders is added
-to tell them apart.
-
-Which question. ``--by-question`` groups files by question and pairs them only within one. A file's
-question is the first path component below the root it was found under: the DIR given, or for a glob
-the folders before its first wildcard. So ``pairs results/`` over
-``results/<question>/<org>/<model>.jsonl`` groups by ``<question>``. A file directly in its root, or a
-file named by itself, takes the name of the folder it sits in.
-
-Which pairs. Without ``--against``: every unordered pair within a group, A being the first name in
-sorted order. With ``--against BASE``: every other file against the base, the other file as **A** and
-the base as **B** (read "fine-tune vs base"). BASE is a name (matched against each file's name, stem
-or file name) or a path; with ``--by-question`` it is matched by name in each question.
-
-Where. Pair *p* goes to ``OUTPUT/[<question>/]<A>__vs__<B>/`` (filesystem-safe names), which holds
-exactly what ``asyncpipe compare`` writes. The top of OUTPUT holds the summary — ``pairs.json``,
-``pairs.parquet``, ``index.html`` — and the shared ``cache.sqlite`` (unless ``--cache``). Pair folders
-always contain ``__vs__``, so they never clash with these names nor equal OUTPUT itself.
+Which files and pairs: :mod:`asyncpipe.data.files` and :mod:`asyncpipe.pipeline.pairs_plan`.
 
 How. Pairs run concurrently (at most ``--parallel-pairs`` at a time) over one
 :class:`~asyncpipe.llm.pool.ModelPool`: one adaptive limiter per model, one HTTP session, one response
@@ -30,7 +10,7 @@ pair (``run.json`` complete, same fingerprint) is skipped and its metrics are re
 one resumes from the cache. A pair that fails (bad file, fatal API error) is recorded with its reason
 and the others go on. The summary is rewritten each time a pair ends, so it survives Ctrl-C.
 
-``pairs.json`` (read by :func:`asyncpipe.report.pairs.render_pairs_summary`): ``status`` (running,
+``pairs.json`` (read by :func:`asyncpipe.report.pairs_page.render_pairs_summary`): ``status`` (running,
 complete, failed, interrupted), ``against``, ``by_question``, ``models``, ``warnings`` and ``pairs``, a
 list of :meth:`PairResult.to_dict`. ``pairs.parquet`` holds the same, one flat row per pair (see
 :func:`flat_row`).
@@ -39,14 +19,9 @@ list of :meth:`PairResult.to_dict`. ``pairs.parquet`` holds the same, one flat r
 from __future__ import annotations
 
 import contextlib
-import glob
-import itertools
 import json
-import os
-import re
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,17 +32,14 @@ import yaml
 
 from asyncpipe import __version__
 from asyncpipe.config import RunConfig
-from asyncpipe.data.load import SUPPORTED
 from asyncpipe.errors import FatalAPIError, UserError
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.pipeline.compare import compare, make_pool
 from asyncpipe.pipeline.outputs import run_fingerprint, write_json_atomic, write_parquet_atomic
+from asyncpipe.pipeline.pairs_plan import PairJob, PairsPlan
 from asyncpipe.pipeline.progress import Reporter, percent
-from asyncpipe.report.pairs import render_pairs_summary
+from asyncpipe.report.pairs_page import render_pairs_summary
 
-SEPARATOR = "__vs__"
-#: names at the top of OUTPUT that a question folder must never take
-RESERVED = {"index.html", "pairs.json", "pairs.parquet", "cache.sqlite", "run.json", "plotly.min.js"}
 HELD_OUT_KEYS = (
     "n",
     "n_scored",
@@ -78,216 +50,6 @@ HELD_OUT_KEYS = (
     "auc",
     "balanced_accuracy",
 )
-
-
-# -- which files, which pairs -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Member:
-    """One data file of the set."""
-
-    path: Path
-    question: str
-    name: str = ""  # unique within its group
-    slug: str = ""  # filesystem-safe and unique within its group
-
-
-@dataclass(frozen=True)
-class PairJob:
-    question: str | None  # None without --by-question
-    a: Member
-    b: Member
-    subdir: str  # relative to OUTPUT, with "/" separators
-
-
-@dataclass(frozen=True)
-class PairsPlan:
-    jobs: tuple[PairJob, ...]
-    against: str | None
-    by_question: bool
-    warnings: tuple[str, ...] = ()
-
-
-def _has_magic(text: str) -> bool:
-    return any(c in text for c in "*?[")
-
-
-def _is_output_dir(directory: str) -> bool:
-    return os.path.isfile(os.path.join(directory, "run.json")) or os.path.isfile(
-        os.path.join(directory, "pairs.json")
-    )
-
-
-def _question(path: str, root: str) -> str:
-    rel = Path(os.path.relpath(path, root)).parts
-    return rel[0] if len(rel) > 1 else Path(os.path.abspath(root)).name or "root"
-
-
-def _walk(root: str, skip: str | None) -> Iterable[str]:
-    for here, dirs, names in os.walk(root):
-        dirs[:] = sorted(
-            d
-            for d in dirs
-            if not d.startswith(".")
-            and os.path.abspath(os.path.join(here, d)) != skip
-            and not _is_output_dir(os.path.join(here, d))
-        )
-        yield from (
-            os.path.join(here, n)
-            for n in sorted(names)
-            if not n.startswith(".") and Path(n).suffix.lower() in SUPPORTED
-        )
-
-
-def find_files(paths: Iterable[str], *, output: Path | None = None) -> list[Member]:
-    """The data files named by ``paths`` (directories, globs, files), each with its question."""
-    skip = os.path.abspath(output) if output is not None else None
-    found: dict[str, Member] = {}
-
-    def add(path: str, root: str) -> None:
-        full = os.path.abspath(path)
-        if skip is not None and (full == skip or full.startswith(skip + os.sep)):
-            return
-        found.setdefault(full, Member(Path(path), _question(path, root)))
-
-    for given in paths:
-        if os.path.isdir(given):
-            if _is_output_dir(given) and os.path.abspath(given) != skip:
-                raise UserError(f"{given}: is an asyncpipe output folder, not a folder of data files")
-            before = len(found)
-            for path in _walk(given, skip):
-                add(path, given)
-            if len(found) == before:
-                raise UserError(f"{given}: holds no data files ({', '.join(SUPPORTED)})")
-        elif os.path.isfile(given):
-            if Path(given).suffix.lower() not in SUPPORTED:
-                raise UserError(
-                    f"{given}: unsupported file type '{Path(given).suffix or '(none)'}'; use one of {', '.join(SUPPORTED)}"
-                )
-            add(given, os.path.dirname(given) or ".")
-        elif _has_magic(given):
-            parts = Path(given).parts
-            fixed = list(itertools.takewhile(lambda p: not _has_magic(p), parts))
-            root = str(Path(*fixed)) if fixed else "."
-            matches = sorted(
-                m
-                for m in glob.glob(given, recursive=True)
-                if os.path.isfile(m) and Path(m).suffix.lower() in SUPPORTED
-            )
-            if not matches:
-                raise UserError(f"{given}: matches no data files ({', '.join(SUPPORTED)})")
-            for path in matches:
-                add(path, root)
-        else:
-            raise UserError(f"{given}: no such file or directory")
-    if not found:
-        raise UserError("no data files found")
-    return sorted(found.values(), key=lambda m: (m.question, str(m.path)))
-
-
-def slugify(text: str, limit: int = 100) -> str:
-    """A folder name: letters, digits and ``._+-`` kept, every other run of characters becomes ``_``."""
-    slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._")[:limit].rstrip("._")
-    return slug or "file"
-
-
-def _named(members: list[Member]) -> list[Member]:
-    """Give each member a name unique within ``members``: its stem, with parent folders when needed."""
-    out = []
-    for m in members:
-        parts = Path(os.path.abspath(m.path)).with_suffix("").parts
-        depth = 1
-        while depth < len(parts):
-            name = "/".join(parts[-depth:])
-            rivals = [
-                o
-                for o in members
-                if o is not m
-                and "/".join(Path(os.path.abspath(o.path)).with_suffix("").parts[-depth:]) == name
-            ]
-            if not rivals:
-                break
-            depth += 1
-        name = "/".join(parts[-depth:])
-        out.append(replace(m, name=name))
-    slugs: dict[str, int] = {}
-    result = []
-    for m in out:
-        slug = slugify(m.name)
-        slugs[slug] = slugs.get(slug, 0) + 1
-        result.append(replace(m, slug=slug if slugs[slug] == 1 else f"{slug}-{slugs[slug]}"))
-    return sorted(result, key=lambda m: m.name)
-
-
-def _matches(member: Member, base: str) -> bool:
-    return base in (member.name, member.path.stem, member.path.name) or (
-        os.path.exists(base) and os.path.abspath(member.path) == os.path.abspath(base)
-    )
-
-
-def plan_pairs(
-    paths: Iterable[str], *, output: Path, against: str | None = None, by_question: bool = False
-) -> PairsPlan:
-    """Find the files and form the pairs. Raises UserError when there is nothing to compare."""
-    members = find_files(paths, output=output)
-    warnings: list[str] = []
-    known = {os.path.abspath(m.path) for m in members}
-    if (
-        against is not None
-        and not by_question
-        and os.path.isfile(against)
-        and os.path.abspath(against) not in known
-    ):
-        members.append(Member(Path(against), _question(against, os.path.dirname(against) or ".")))
-    groups: dict[str | None, list[Member]] = {}
-    for m in members:
-        groups.setdefault(m.question if by_question else None, []).append(m)
-    questions = sorted({m.question for m in members})
-    if not by_question and len(questions) > 1:
-        warnings.append(
-            f"the files come from {len(questions)} question folders ({', '.join(questions[:5])}"
-            f"{', …' if len(questions) > 5 else ''}) and are paired across them: row i of one file may not be "
-            "comparable to row i of another; --by-question pairs files only within a question"
-        )
-    if against is not None and by_question and os.path.isfile(against):
-        against_key = Path(against).stem  # matched by name in every question
-    else:
-        against_key = against
-    jobs: list[PairJob] = []
-    found_base = False
-    for question in sorted(groups, key=lambda q: q or ""):
-        group = _named(groups[question])
-        where = f"question '{question}'" if question is not None else "the files found"
-        if len(group) < 2:
-            warnings.append(f"{where}: only one file ({group[0].path}); no pair to compare")
-            continue
-        if against is None:
-            pairs = list(itertools.combinations(group, 2))
-        else:
-            bases = [m for m in group if _matches(m, against_key)]
-            if len(bases) > 1:
-                raise UserError(
-                    f"--against {against}: matches {len(bases)} files in {where} ({', '.join(str(b.path) for b in bases)}); give a path"
-                )
-            if not bases:
-                warnings.append(f"{where}: no file matches --against {against}; skipped")
-                continue
-            found_base = True
-            pairs = [(m, bases[0]) for m in group if m is not bases[0]]
-        prefix = f"{_question_slug(question)}/" if question is not None else ""
-        jobs += [PairJob(question, a, b, f"{prefix}{a.slug}{SEPARATOR}{b.slug}") for a, b in pairs]
-    if against is not None and not found_base:
-        names = ", ".join(sorted({m.path.stem for m in members})[:10])
-        raise UserError(f"--against {against}: matches none of the {len(members)} files found ({names})")
-    if not jobs:
-        raise UserError(
-            f"nothing to compare: {len(members)} file(s) found, and a pair needs two in one group"
-        )
-    return PairsPlan(tuple(jobs), against, by_question, tuple(warnings))
-
-
-def _question_slug(question: str) -> str:
-    slug = slugify(question)
-    return f"q_{slug}" if slug in RESERVED else slug
 
 
 # -- results ----------------------------------------------------------------------------------------

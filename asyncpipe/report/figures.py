@@ -60,7 +60,7 @@ def _gaps(upper: pl.Series, lower: pl.Series) -> list[float]:
 def accuracy_figure(steps: pl.DataFrame, selected_step: int | None = None) -> go.Figure:
     """Accuracy (with its Wilson 95% band) and balanced accuracy per step, train and validation.
 
-    ``steps`` has one row per (step, split), as :func:`asyncpipe.report.load.step_metrics` returns.
+    ``steps`` has one row per (step, split), as :func:`asyncpipe.report.read.step_metrics` returns.
     """
     fig = go.Figure()
     for split in ("train", "validation"):

@@ -18,7 +18,7 @@ import plotly.io as pio
 
 from asyncpipe.report import figures, sections
 from asyncpipe.report.format import esc
-from asyncpipe.report.load import Artifacts, final_summaries, predictions_frame, step_metrics
+from asyncpipe.report.read import Artifacts, final_summaries, predictions_frame, step_metrics
 
 PLOTLY_JS = "plotly.min.js"
 

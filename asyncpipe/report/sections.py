@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from asyncpipe.report.format import clipped, cost, duration, esc, interval, num, p_value, pct, prob
-from asyncpipe.report.load import Artifacts, final_summaries, last_step
+from asyncpipe.report.read import Artifacts, final_summaries, last_step
 from asyncpipe.report.tables import confidently_wrong, most_typical
 
 _CORRECTION_ORDER = ("raw", "corrected", "final")

@@ -1,6 +1,6 @@
 """Row selections and bins the page shows: pure functions over the predictions frame.
 
-Every function takes the frame from :func:`asyncpipe.report.load.predictions_frame` (columns ``label``,
+Every function takes the frame from :func:`asyncpipe.report.read.predictions_frame` (columns ``label``,
 ``row``, ``split``, ``text``, ``p_a``, ``p_a_corrected``, ``predicted``, ``error`` and ``p``, the p(A)
 the decision rests on) and returns a new frame; ties are broken by label and row so a page rendered
 twice from the same files is byte-identical.

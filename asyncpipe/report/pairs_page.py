@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from asyncpipe.errors import UserError
 from asyncpipe.report.format import clipped, esc, interval, num, p_value, pct
-from asyncpipe.report.render import write_atomic
+from asyncpipe.report.write import write_atomic
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 

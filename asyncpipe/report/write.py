@@ -14,8 +14,8 @@ from pathlib import Path
 from plotly.offline import get_plotlyjs
 
 from asyncpipe.errors import UserError
-from asyncpipe.report.load import load_artifacts
 from asyncpipe.report.page import PLOTLY_JS, index_page, single_figure_page
+from asyncpipe.report.read import load_artifacts
 
 
 def render_report(out_dir: Path) -> Path:

@@ -20,7 +20,7 @@ from asyncpipe.errors import UserError
 from asyncpipe.llm.pool import build_pool
 from asyncpipe.llm.registry import is_local
 from asyncpipe.pipeline import artifacts
-from asyncpipe.pipeline.classify import classify_rows
+from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.pipeline.inputs import load_side, side_names
 from asyncpipe.pipeline.outputs import (
     prepare_output_dir,
