@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import math
 import re
@@ -25,6 +26,13 @@ from typing import Any
 from aiohttp import web
 
 ROW = re.compile(r"<example>\n(.*)\n</example>", re.DOTALL)
+#: a description written by :func:`scripted_describer` carries its strength, read by :func:`graded_scorer`
+STRENGTH = re.compile(r"\[strength (-?[0-9.]+)\]")
+#: the step numbers of earlier descriptions shown in a describe prompt's history
+HISTORY_STEP = re.compile(r'<description step="(\d+)">')
+#: OpenAI caches a prompt prefix from 1,024 tokens on, in steps of 128 tokens
+CACHE_MIN_TOKENS = 1024
+CACHE_STEP_TOKENS = 128
 FAULTS = (
     "rate_limit",
     "quota",
@@ -66,6 +74,60 @@ def keyword_scorer(
     return score
 
 
+def _unit_normal(*parts: str) -> float:
+    """A standard normal draw fixed by ``parts`` (sha256, not Python's salted hash: the same in every run)."""
+    digest = hashlib.sha256("\x00".join(parts).encode()).digest()
+    u1 = (int.from_bytes(digest[:8], "big") + 0.5) / 2**64
+    u2 = int.from_bytes(digest[8:16], "big") / 2**64
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def graded_scorer(
+    word_a: str = "apple", word_b: str = "banana", *, row_spread: float = 0.8, noise: float = 0.5
+) -> Callable[[dict], list[tuple[str, float]]]:
+    """Top logprobs whose quality follows the description: a description carrying ``[strength S]``
+    (see :func:`scripted_describer`) gives a row of A the logit S + h + e towards 'A' (and a row of B
+    the same towards 'B'), where h is the row's own ease (fixed per row, spread ``row_spread``) and e
+    is noise fixed per row and description (spread ``noise``). Rows with neither word, and descriptions
+    without a strength, get 0.5."""
+
+    def score(body: dict) -> list[tuple[str, float]]:
+        row = row_of(body)
+        system = body["messages"][0]["content"]
+        found = STRENGTH.search(system)
+        lower = row.lower()
+        sign = 1.0 if word_a in lower else -1.0 if word_b in lower else 0.0
+        if found is None or not sign:
+            return top_logprobs_for(0.5)
+        logit = float(found.group(1)) + row_spread * _unit_normal(row) + noise * _unit_normal(row, system)
+        return top_logprobs_for(1.0 / (1.0 + math.exp(-sign * logit)))
+
+    return score
+
+
+def describe_step(body: dict) -> int:
+    """Which describe step a request is for, read from the prompt itself (1 + the latest earlier step
+    in its history), so that it holds however many requests the cache answered."""
+    steps = [int(n) for n in HISTORY_STEP.findall(body["messages"][-1]["content"])]
+    return 1 + max(steps, default=0)
+
+
+def scripted_describer(strengths: list[float], *, words: int = 220) -> Callable[[dict, int], str]:
+    """Descriptions whose quality follows a script: step n's carries ``[strength strengths[n-1]]``
+    (the last one repeats), padded to about ``words`` words like a real description."""
+
+    def describe(body: dict, _number: int) -> str:
+        step = describe_step(body)
+        strength = strengths[min(step, len(strengths)) - 1]
+        filler = " ".join(f"feature{(step * 31 + i) % 97}" for i in range(words))
+        return (
+            f"Description for step {step} [strength {strength:.3f}]: rows of dataset A talk about apples; "
+            f"rows of dataset B talk about bananas. Further cues: {filler}."
+        )
+
+    return describe
+
+
 def top_logprobs_for(p_a: float, split: float = 0.7) -> list[tuple[str, float]]:
     """Logprobs for which the label masses give exactly ``p_a`` (with 1% left for other tokens)."""
     mass = 0.99
@@ -96,6 +158,9 @@ class FakeOpenAI:
     answered_429: int = 0
     #: every Authorization header seen
     auth: set = field(default_factory=set)
+    #: answer like OpenAI's prompt cache: a prefix seen before, of 1,024 tokens or more, is cached
+    prefix_cache: bool = True
+    _prefixes: set = field(default_factory=set)
     _window: tuple[int, int] = (0, 0)
 
     # -- behaviour ----------------------------------------------------------------------------------
@@ -118,6 +183,27 @@ class FakeOpenAI:
         prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
         return self._completion(body, token, {"content": [entry], "refusal": None}, prompt_tokens)
 
+    def cached_tokens(self, body: dict) -> int:
+        """The prompt tokens OpenAI would take from its prefix cache (four characters a token): the
+        shared part of a classify prompt (everything before the row) or a describe prompt's system
+        message, once it has been seen, when it is at least 1,024 tokens long, in steps of 128."""
+        if not self.prefix_cache:
+            return 0
+        messages = body["messages"]
+        if is_classify(body):
+            last = messages[-1]["content"]
+            shared = [m["content"] for m in messages[:-1]] + [last[: last.find("<example>")]]
+        else:
+            shared = [messages[0]["content"]]
+        tokens = sum(len(part) for part in shared) // 4
+        if tokens < CACHE_MIN_TOKENS:
+            return 0
+        key = hashlib.sha256("\x00".join([body.get("model", ""), *shared]).encode()).hexdigest()
+        if key not in self._prefixes:
+            self._prefixes.add(key)
+            return 0
+        return tokens // CACHE_STEP_TOKENS * CACHE_STEP_TOKENS
+
     def _completion(self, body: dict, content: str, logprobs: Any, prompt_tokens: int) -> dict:
         return {
             "id": f"chatcmpl-fake{self.count}",
@@ -137,7 +223,7 @@ class FakeOpenAI:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": max(1, len(content) // 4),
                 "total_tokens": prompt_tokens + max(1, len(content) // 4),
-                "prompt_tokens_details": {"cached_tokens": 0},
+                "prompt_tokens_details": {"cached_tokens": min(prompt_tokens, self.cached_tokens(body))},
             },
         }
 
@@ -303,9 +389,17 @@ def main() -> None:
     parser.add_argument("--rpm", type=float)
     parser.add_argument("--word-a", default="apple", help="rows containing this lean towards 'A'")
     parser.add_argument("--word-b", default="banana", help="rows containing this lean towards 'B'")
+    parser.add_argument(
+        "--strengths",
+        help="comma-separated description strengths by step (e.g. 0.3,0.9,1.4,1.6,1.5): scripted "
+        "descriptions whose quality follows them, scored by graded_scorer",
+    )
     args = parser.parse_args()
+    word_a, word_b = args.word_a.lower(), args.word_b.lower()
+    strengths = [float(x) for x in args.strengths.split(",")] if args.strengths else None
     fake = FakeOpenAI(
-        scorer=keyword_scorer(args.word_a.lower(), args.word_b.lower()),
+        scorer=graded_scorer(word_a, word_b) if strengths else keyword_scorer(word_a, word_b),
+        describer=scripted_describer(strengths) if strengths else None,
         latency=args.latency,
         rpm=args.rpm,
         record=False,
