@@ -12,7 +12,7 @@ DIR ?=
 ARGS ?=
 CACHE ?=
 
-.PHONY: install browser test test-fast demo lint format bench bench-local compare pairs report clean
+.PHONY: install browser test test-fast demo lint format bench bench-local bench-cost compare pairs report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ bench: $(STAMP)  ## engine throughput, latency, rate-limit and memory benchmarks
 
 bench-local: $(STAMP)  ## embedded model: prefix reuse against full evaluation, side by side
 	$(BIN)/python -m bench.bench_local
+
+bench-cost: $(STAMP)  ## dollars per comparison: every step scored in full against --patience and racing, on the fake server
+	$(BIN)/python -m bench.bench_cost
 
 # Several comparisons may run at once (make -j, or & in a shell), each with its own OUT; they may share
 # one CACHE=file.sqlite (SQLite WAL: concurrent writers wait for each other, and every answer is kept).

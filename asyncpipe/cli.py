@@ -41,6 +41,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -94,6 +104,17 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--epochs", type=_positive_int, help="passes over the batches (default 1)")
     p.add_argument("--max-steps", type=_positive_int, help="stop after this many describe steps")
+    p.add_argument(
+        "--patience",
+        type=_count,
+        help="stop after this many steps in a row without a lower validation loss; 0 runs every step (default 5)",
+    )
+    p.add_argument(
+        "--race",
+        choices=("on", "off"),
+        help="score each new description on a quarter of the validation rows first, the rest only if it "
+        "could still beat the best (default on)",
+    )
     p.add_argument("--max-rows", type=_positive_int, help="use only the first N rows of each file")
     p.add_argument(
         "--column", help="the text column (default: first of answer, response, completion, output, text)"
@@ -259,6 +280,8 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         batch_size=pick("batch_size"),
         epochs=pick("epochs"),
         max_steps=pick("max_steps"),
+        patience=pick("patience"),
+        race=settings["race"] if args.race is None else args.race == "on",
         max_rows=args.max_rows,
         validation_fraction=pick("validation_fraction"),
         validation_max=pick("validation_max"),

@@ -73,6 +73,8 @@ SETTING_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "batch_size": ("int", lambda v: v >= 1, "an integer ≥ 1"),
     "epochs": ("int", lambda v: v >= 1, "an integer ≥ 1"),
     "max_steps": ("int or null", lambda v: v is None or v >= 1, "null or an integer ≥ 1"),
+    "patience": ("int", lambda v: v >= 0, "an integer ≥ 0 (0: every step)"),
+    "race": ("bool", lambda v: True, "true or false"),
     "validation_fraction": ("float", lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1"),
     "validation_max": ("int", lambda v: v >= 0, "an integer ≥ 0"),
     "test_fraction": ("float", lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1"),
@@ -95,6 +97,8 @@ def _is_kind(value: Any, kind: str) -> bool:
     if value is None:
         return kind == "int or null"
     if isinstance(value, bool):
+        return kind == "bool"
+    if kind == "bool":
         return False
     if kind == "float":
         return isinstance(value, (int, float)) and math.isfinite(value)
@@ -195,6 +199,10 @@ class RunConfig:
     batch_size: int = 16
     epochs: int = 1
     max_steps: int | None = None
+    #: end the describe loop after this many steps without a lower validation loss (0: never)
+    patience: int = 5
+    #: score a new description on a quarter of the validation rows first (see metrics/stopping.py)
+    race: bool = True
     max_rows: int | None = None
     validation_fraction: float = 0.1
     validation_max: int = 100
@@ -243,6 +251,8 @@ class RunConfig:
             "batch_size",
             "epochs",
             "max_steps",
+            "patience",
+            "race",
             "max_rows",
             "validation_fraction",
             "validation_max",

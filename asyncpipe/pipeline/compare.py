@@ -30,6 +30,13 @@ from asyncpipe.llm.base import Message
 from asyncpipe.llm.pool import ModelPool, build_pool
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.metrics import fit_bias_offset, summarize
+from asyncpipe.metrics.stopping import (
+    RaceVerdict,
+    patience_ran_out,
+    race_pairs,
+    race_verdict,
+    row_log_losses,
+)
 from asyncpipe.pipeline import artifacts
 from asyncpipe.pipeline.fanout import Scores, classify_rows
 from asyncpipe.pipeline.inputs import load_sides_for, plan_for
@@ -67,14 +74,50 @@ CHARS_PER_TOKEN_LOW = 3.0
 
 
 @dataclass(frozen=True)
+class Race:
+    """How a step's description fared in its race against the best step so far."""
+
+    against: int  # the best step's number
+    verdict: RaceVerdict
+
+    def to_dict(self) -> dict:
+        v = self.verdict
+        return {
+            "against": self.against,
+            "rows": v.rows,
+            "mean_difference": v.mean_difference,
+            "lower_bound": v.lower_bound,
+            "go_on": v.go_on,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Race:
+        verdict = RaceVerdict(
+            bool(data["go_on"]), int(data["rows"]), float(data["mean_difference"]), float(data["lower_bound"])
+        )
+        return cls(int(data["against"]), verdict)
+
+
+@dataclass(frozen=True)
 class StepResult:
     step: int
     epoch: int
     description: str
     pairs: tuple[int, ...]
     train: dict
+    #: over every validation row, or, when the description lost its race, over the race rows only
     validation: dict | None
     wrong: tuple[WrongRow, ...]
+    #: None when the step ran no race (racing off, the first step, nothing to save)
+    race: Race | None = None
+    #: p(A) per validation row (A rows, then B rows, in validation order; None where not scored),
+    #: kept with racing on so that later steps, and a resumed run, can race against this one
+    validation_p_a: tuple[float | None, ...] | None = None
+
+    @property
+    def validation_partial(self) -> bool:
+        """Scored on the race rows only: it lost the race."""
+        return self.race is not None and not self.race.verdict.go_on
 
 
 @dataclass(frozen=True)
@@ -87,6 +130,10 @@ class Outcome:
     #: both roles added up, and the estimated cost of this run (None when a price is unknown)
     stats: RunStats | None = None
     cost: float | None = None
+    #: each role's counts, for its share of prompt tokens served from the provider's cache
+    by_role: dict[str, RunStats] | None = None
+    #: where and why the describe loop ended (run.json's ``loop``)
+    loop: dict | None = None
 
 
 @functools.cache
@@ -126,6 +173,7 @@ class Run:
         self.owns_pool = owns_pool
         self.steps: list[StepResult] = []
         self.metric_rows: list[dict] = []
+        self.loop_end: dict | None = None
         self.started = time.time()
         self.run_info: dict = {}
 
@@ -137,6 +185,7 @@ class Run:
         self.n_pairs = min(n_a, n_b)
         self.plan: Plan = plan_for(cfg, self.n_pairs)
         self.validation = self.plan.validation
+        self.race_pairs = race_pairs(self.validation)
         # checks the models (a missing GGUF, a model without logprobs) before anything is written
         self.pool.provider(cfg.classify_model, "classify")
         self.pool.provider(cfg.describe_model, "describe")
@@ -191,12 +240,37 @@ class Run:
                 artifacts.metrics_row("step", number, epoch, "train", "raw", result.train)
             )
             if result.validation is not None:
+                split = "validation_partial" if result.validation_partial else "validation"
                 self.metric_rows.append(
-                    artifacts.metrics_row("step", number, epoch, "validation", "raw", result.validation)
+                    artifacts.metrics_row("step", number, epoch, split, "raw", result.validation)
                 )
+            losses = [self.selection_loss(s) for s in self.steps]
+            if number < len(self.plan.steps) and patience_ran_out(losses, self.cfg.patience):
+                self.end_loop(f"no improvement in {self.cfg.patience} steps", early=True)
+                self.write_progress()
+                break
+            if number == len(self.plan.steps):
+                self.end_loop(self.plan_end_reason(), early=False)
             self.write_progress()
         selected, reason = self.select()
         return await self.finish(selected, reason)
+
+    def plan_end_reason(self) -> str:
+        planned = len(self.plan.batches) * self.cfg.epochs
+        if len(self.plan.steps) < planned:
+            return f"--max-steps {len(self.plan.steps)} reached"
+        return "all batches done"
+
+    def end_loop(self, reason: str, *, early: bool) -> None:
+        """Say where and why the describe loop ended (terminal, run.json, report)."""
+        done, planned = len(self.steps), len(self.plan.steps)
+        self.loop_end = {"reason": reason, "after_step": done, "steps_planned": planned, "early": early}
+        if early:
+            best, _ = self.select()
+            self.reporter.log(
+                f"describe loop ends after step {done} of {planned}: {reason} (the best is step {best.step}; "
+                f"{planned - done} step(s) not bought; --patience 0 runs them all)"
+            )
 
     def restore_steps(self) -> list[StepResult]:
         """The steps an earlier, interrupted or finished, run of this very command completed.
@@ -219,9 +293,12 @@ class Run:
                     for w in data.get("wrong", [])
                 )
                 metrics = data["metrics"]
+                race = Race.from_dict(data["race"]) if data.get("race") else None
+                p_a = data.get("validation_p_a")
+                p_a = tuple(None if v is None else float(v) for v in p_a) if p_a is not None else None
                 restored.append(
                     StepResult(int(data["step"]), int(data["epoch"]), str(data["description"]), tuple(data["pairs"]),
-                               metrics["train"], metrics["validation"], wrong)
+                               metrics["train"], metrics["validation"], wrong, race, p_a)
                 )  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return restored
@@ -234,7 +311,12 @@ class Run:
         keep = self.steps[-self.cfg.history_size :] if self.cfg.history_size > 0 else []
         if best not in keep:
             keep = [best, *keep]
-        return [HistoryEntry(s.step, s.description, s.train, s.validation, best=s is best) for s in keep]
+        return [
+            HistoryEntry(
+                s.step, s.description, s.train, s.validation, best=s is best, partial=s.validation_partial
+            )
+            for s in keep
+        ]
 
     async def step(self, number: int, epoch: int, pairs: tuple[int, ...]) -> StepResult:
         cfg = self.cfg
@@ -250,18 +332,78 @@ class Run:
         description = generation.text
         train_rows = [("A", i) for i in pairs] + [("B", i) for i in pairs]
         val_rows = [("A", i) for i in self.validation] + [("B", i) for i in self.validation]
-        rows = train_rows + val_rows
-        scores = await self.classify(description, rows, f"step {number}/{total}: classifying")
-        p = scores.values()
-        train_p, val_p = p[: len(train_rows)], p[len(train_rows) :]
+        phase = f"step {number}/{total}: classifying"
+        opponent = self.race_opponent()
+        race: Race | None = None
+        if opponent is None:
+            scores = await self.classify(description, train_rows + val_rows, phase)
+            p = scores.values()
+            train_p, val_p = p[: len(train_rows)], p[len(train_rows) :]
+            validation = (
+                summarize(artifacts.preds_frame([r[0] for r in val_rows], val_p)) if val_rows else None
+            )
+        else:
+            # the race: the batch and the race rows first; the other validation rows only if it could win
+            chosen = set(self.race_pairs)
+            first = [k for k, (_, i) in enumerate(val_rows) if i in chosen]
+            rest = [k for k, (_, i) in enumerate(val_rows) if i not in chosen]
+            rows = train_rows + [val_rows[k] for k in first]
+            p = (
+                await self.classify(description, rows, f"{phase} (race: {len(first)} held-out rows)")
+            ).values()
+            train_p = p[: len(train_rows)]
+            val_p = [None] * len(val_rows)
+            for k, value in zip(first, p[len(train_rows) :], strict=True):
+                val_p[k] = value
+            labels = [val_rows[k][0] for k in first]
+            assert opponent.validation_p_a is not None
+            verdict = race_verdict(
+                row_log_losses(labels, [val_p[k] for k in first]),
+                row_log_losses(labels, [opponent.validation_p_a[k] for k in first]),
+            )
+            race = Race(opponent.step, verdict)
+            if verdict.go_on:
+                others = [val_rows[k] for k in rest]
+                more = (await self.classify(description, others, f"{phase} the other held-out rows")).values()
+                for k, value in zip(rest, more, strict=True):
+                    val_p[k] = value
+                validation = summarize(artifacts.preds_frame([r[0] for r in val_rows], val_p))
+            else:
+                validation = summarize(artifacts.preds_frame(labels, [val_p[k] for k in first]))
         train = summarize(artifacts.preds_frame([r[0] for r in train_rows], train_p))
-        validation = summarize(artifacts.preds_frame([r[0] for r in val_rows], val_p)) if val_rows else None
         wrong = self.wrong_rows(train_rows, train_p)
-        self.reporter.log(
-            f"step {number}/{total}: accuracy {percent(train['accuracy'])} on its batch"
-            + (f", {percent(validation['accuracy'])} held out" if validation else "")
+        message = f"step {number}/{total}: accuracy {percent(train['accuracy'])} on its batch"
+        if race is not None and not race.verdict.go_on:
+            message += (
+                f", {percent(validation['accuracy'])} on {race.verdict.rows} held-out rows; "
+                f"{race.verdict.describe()} (step {race.against}), so its other "
+                f"{len(val_rows) - race.verdict.rows} held-out rows are not bought"
+            )
+        elif validation:
+            message += f", {percent(validation['accuracy'])} held out"
+        self.reporter.log(message)
+        return StepResult(
+            number,
+            epoch,
+            description,
+            tuple(pairs),
+            train,
+            validation,
+            tuple(wrong),
+            race,
+            tuple(val_p) if self.cfg.race and val_rows else None,
         )
-        return StepResult(number, epoch, description, tuple(pairs), train, validation, tuple(wrong))
+
+    def race_opponent(self) -> StepResult | None:
+        """The step a new description races against: the best so far, if its validation p(A) per row
+        is known; None when there is no race (racing off, no earlier step, or the race rows are all
+        the validation rows, so a race would save nothing)."""
+        if not self.cfg.race or not self.steps or len(self.race_pairs) >= len(self.validation):
+            return None
+        best, _ = self.select()
+        if self.selection_loss(best) is None or best.validation_p_a is None:
+            return None
+        return best
 
     def describe_prompt(self, pairs: tuple[int, ...], per_row_chars: int | None = None) -> list[Message]:
         """The describe request; when the describer's context is known and the prompt would not fit,
@@ -343,14 +485,22 @@ class Run:
         finally:
             self.reporter.end_phase()
 
+    def selection_loss(self, result: StepResult) -> float | None:
+        """What steps are chosen by (and patience counts): the validation log loss over every
+        validation row, or without validation rows the log loss on the step's own batch. A step that
+        lost its race has none: it was not scored on every validation row."""
+        if self.validation and result.validation_partial:
+            return None
+        summary = result.validation if self.validation else result.train
+        return summary.get("log_loss") if summary else None
+
     def select(self) -> tuple[StepResult, str]:
         """Best validation log loss (ties go to the later step); without validation rows, best
-        log loss on the step's own batch."""
+        log loss on the step's own batch. Steps that lost their race are not candidates."""
         split = "validation" if self.validation else "train"
         best, best_loss = None, None
         for result in self.steps:
-            summary = result.validation if split == "validation" else result.train
-            loss = summary.get("log_loss") if summary else None
+            loss = self.selection_loss(result)
             if loss is None:
                 continue
             if best_loss is None or loss <= best_loss:
@@ -425,7 +575,18 @@ class Run:
         )
         self.write_progress(status="complete")
         total, cost = self.totals()
-        return Outcome(self.out, "complete", selected, final, self.out / "index.html", total, cost)
+        roles = {"describe": self.describe_stats, "classify": self.stats}
+        return Outcome(
+            self.out,
+            "complete",
+            selected,
+            final,
+            self.out / "index.html",
+            total,
+            cost,
+            roles,
+            self.loop_record(),
+        )
 
     # -- writing ----------------------------------------------------------------------------------
     def labels(self) -> dict:
@@ -459,8 +620,29 @@ class Run:
         }
         return {
             **now,
-            "by_role": {"describe": self.describe_stats.to_dict(), "classify": self.stats.to_dict()},
+            "cached_share": cached_share(total),
+            "by_role": {
+                role: {**stats.to_dict(), "cached_share": cached_share(stats)}
+                for role, stats in (("describe", self.describe_stats), ("classify", self.stats))
+            },
             "all_invocations": all_invocations,
+        }
+
+    def loop_record(self) -> dict:
+        """How the describe loop went: patience and racing as configured, where and why it ended, and
+        which steps lost their race (scored on the race rows only)."""
+        raced = [s for s in self.steps if s.race is not None]
+        return {
+            "patience": self.cfg.patience,
+            "race": self.cfg.race,
+            "race_pairs": len(self.race_pairs) if self.cfg.race else None,
+            "validation_pairs": len(self.validation),
+            "steps_raced": len(raced),
+            "steps_lost_race": [s.step for s in raced if not s.race.verdict.go_on],
+            **(
+                self.loop_end
+                or {"reason": None, "after_step": None, "steps_planned": len(self.plan.steps), "early": None}
+            ),
         }
 
     def write_run_json(self, status: str, message: str | None = None) -> None:
@@ -485,6 +667,7 @@ class Run:
                 "steps_done": len(self.steps),
                 "rows_cut": self.side_a.n_cut + self.side_b.n_cut,
             },
+            "loop": self.loop_record(),
             "stats": self.stats_record(),
             "packages": package_versions(),
             "selected_step": None,
@@ -504,6 +687,15 @@ class Run:
                 "pairs": list(s.pairs),
                 "metrics": {"train": s.train, "validation": s.validation},
                 "wrong": [{"label": w.label, "row": w.row, "p_a": w.p_a} for w in s.wrong],
+                # with racing on only, so that a run with it off writes what it always wrote
+                **(
+                    {
+                        "race": s.race.to_dict() if s.race else None,
+                        "validation_p_a": list(s.validation_p_a) if s.validation_p_a is not None else None,
+                    }
+                    if self.cfg.race
+                    else {}
+                ),
             }
             for s in self.steps
         ]
@@ -511,6 +703,11 @@ class Run:
         write_parquet_atomic(self.out / "metrics.parquet", artifacts.metrics_frame(self.metric_rows))
         self.write_run_json(status, message)
         render_report(self.out)
+
+
+def cached_share(stats: RunStats) -> float | None:
+    """The share of prompt tokens the provider served from its prompt cache (None: no prompt sent)."""
+    return stats.cached_tokens / stats.prompt_tokens if stats.prompt_tokens else None
 
 
 def _json_line(value: dict) -> str:

@@ -44,4 +44,28 @@ def print_summary(outcome: Outcome, console: Console) -> None:
             markup=False,
             highlight=False,
         )
+    if outcome.by_role:
+        shares = [
+            f"{role} {percent(s.cached_tokens / s.prompt_tokens) if s.prompt_tokens else 'n/a'}"
+            for role, s in outcome.by_role.items()
+        ]
+        console.print(
+            f"Prompt tokens served from the provider's cache: {', '.join(shares)} "
+            "(OpenAI caches a prompt's first 1,024 tokens or more once it has seen them)",
+            markup=False,
+            highlight=False,
+        )
+    loop = outcome.loop or {}
+    if loop.get("reason"):
+        lost = loop.get("steps_lost_race") or []
+        raced = (
+            f"; {len(lost)} of {loop['steps_raced']} raced description(s) lost their race"
+            if loop.get("steps_raced")
+            else ""
+        )
+        console.print(
+            f"Describe loop: {loop['after_step']} of {loop['steps_planned']} steps ({loop['reason']}){raced}",
+            markup=False,
+            highlight=False,
+        )
     console.print(f"Report: {outcome.index_html}", markup=False, highlight=False)

@@ -39,6 +39,8 @@ class HistoryEntry:
     train: dict
     validation: dict | None
     best: bool = False
+    #: scored on the first validation rows only: it lost its race against the best
+    partial: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,12 @@ def describe_messages(
         for entry in history:
             lines = [
                 _metrics_line("on the rows it was written from", entry.train),
-                _metrics_line("on held-out rows", entry.validation),
+                _metrics_line(
+                    "on the first held-out rows only (clearly worse than the best there, so not scored further)"
+                    if entry.partial
+                    else "on held-out rows",
+                    entry.validation,
+                ),
             ]
             tag = " (best so far)" if entry.best else ""
             stats = "; ".join(line for line in lines if line)

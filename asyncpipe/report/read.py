@@ -8,8 +8,10 @@ half-written file never stops the report (``steps.jsonl`` may end in a torn line
 Files read (written by the pipeline):
 
 - ``run.json``: status, labels, models, stats, the selected step and the final summaries.
-- ``steps.jsonl``: one object per describe step (description, pairs shown, train/validation summary).
-- ``metrics.parquet``: one row per (phase, step, split, correction) with the summary columns.
+- ``steps.jsonl``: one object per describe step (description, pairs shown, train/validation summary,
+  and with racing on the race record).
+- ``metrics.parquet``: one row per (phase, step, split, correction) with the summary columns; a step
+  that lost its race has split ``validation_partial`` (its race rows only) instead of ``validation``.
 - ``predictions.parquet``: one row per input row, with ``p_a``, ``p_a_corrected`` and ``predicted``.
 - ``classify.yaml``: the description the final classifier used (shown, not needed).
 """
@@ -62,6 +64,8 @@ class RunInfo:
     selection_reason: str | None
     bias_offset: float | None
     final: dict[str, dict[str, Any]] | None
+    #: how the describe loop went and why it ended (patience, racing); empty in older runs
+    loop: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,13 @@ class StepRecord:
     pairs: tuple[int, ...]
     train: dict[str, Any] | None
     validation: dict[str, Any] | None
+    #: the race against the best step so far (racing on): against, rows, mean_difference, lower_bound, go_on
+    race: dict[str, Any] | None = None
+
+    @property
+    def validation_partial(self) -> bool:
+        """Lost its race: ``validation`` covers the race rows only."""
+        return bool(self.race) and self.race.get("go_on") is False
 
 
 @dataclass(frozen=True)
@@ -249,6 +260,7 @@ def _run_info(raw: dict[str, Any]) -> RunInfo:
         selection_reason=_str_or_none(raw.get("selection_reason")),
         bias_offset=_float_or_none(raw.get("bias_offset")),
         final=final if isinstance(final, dict) else None,
+        loop=_dict(raw.get("loop")),
     )
 
 
@@ -274,6 +286,7 @@ def _read_steps(path: Path, problems: list[str]) -> tuple[StepRecord, ...]:
                 pairs=tuple(int(p) for p in raw.get("pairs") or ()),
                 train=metrics.get("train"),
                 validation=metrics.get("validation"),
+                race=raw.get("race") if isinstance(raw.get("race"), dict) else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             problems.append(f"{path.name} line {number} skipped: {exc}")
@@ -328,7 +341,8 @@ def _conform(frame: pl.DataFrame, *, keep_correction: bool = False) -> pl.DataFr
 def _step_rows(steps: tuple[StepRecord, ...]) -> list[tuple[Any, ...]]:
     rows = []
     for record in steps:
-        for split, summary in (("train", record.train), ("validation", record.validation)):
+        held_out = "validation_partial" if record.validation_partial else "validation"
+        for split, summary in (("train", record.train), (held_out, record.validation)):
             if not isinstance(summary, dict):
                 continue
             clean = _clean_summary(summary)

@@ -113,6 +113,9 @@ def summary_block(art: Artifacts) -> str:
                      f"{num(stats.get('retries'))} retries, {num(stats.get('rate_limited'))} rate-limited)"),
         ("tokens", f"{num(stats.get('prompt_tokens'))} prompt ({num(stats.get('cached_tokens'))} cached) · "
                    f"{num(stats.get('completion_tokens'))} completion"),
+        ("provider prompt cache", " · ".join(
+            f"{role} {pct(_dict_get(stats, 'by_role', role, 'cached_share'))}" for role in ("describe", "classify")
+        ) + " of prompt tokens (OpenAI caches a prompt prefix of 1,024 tokens or more)"),
         ("estimated cost", cost(stats.get("estimated_cost_usd"))),
         ("unscored rows", num(stats.get("unscored"))),
         ("wall time", duration(run.wall_seconds)),
@@ -124,6 +127,12 @@ def summary_block(art: Artifacts) -> str:
     ]  # fmt: skip
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<section id="summary"><h2>Run</h2><table class="kv">{body}</table></section>'
+
+
+def _dict_get(data: Any, *keys: str) -> Any:
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
 
 
 def _summary_card(title: str, summary: dict[str, Any] | None) -> str:
@@ -266,12 +275,17 @@ def steps_block(art: Artifacts, steps: pl.DataFrame) -> str:
     for step in all_steps:
         record = records.get(step)
         train, val = numbers.get((step, "train"), {}), numbers.get((step, "validation"), {})
+        partial = numbers.get((step, "validation_partial"))
+        if partial is not None and not val:  # lost its race: figures over the race rows only
+            val = partial
         epoch = record.epoch if record else train.get("epoch")
         mark = '<span class="badge selected">★ selected</span>' if step == chosen else ""
         cls = ' class="selected"' if step == chosen else ""
         cells = [
             f'<a href="#step-{step}">{step}</a>', num(epoch), num(len(record.pairs)) if record else "–",
-            pct(train.get("accuracy")), pct(val.get("accuracy")),
+            pct(train.get("accuracy")),
+            pct(val.get("accuracy")) + (f" <small>(first {num(val.get('n'))} rows only: lost its race)</small>"
+                                        if partial is not None and val is partial else ""),
             interval(val.get("accuracy_low"), val.get("accuracy_high")), pct(val.get("balanced_accuracy")),
             pct(val.get("mean_confidence")), num(val.get("log_loss")), mark,
         ]  # fmt: skip
@@ -282,6 +296,17 @@ def steps_block(art: Artifacts, steps: pl.DataFrame) -> str:
             f"Step {step} (epoch {num(record.epoch)}) — train {pct(train.get('accuracy'))}, "
             f"validation {pct(val.get('accuracy'))}"
         )
+        race = record.race or {}
+        if race:
+            summary += (
+                f" — race against step {race.get('against')} on {num(race.get('rows'))} held-out rows: log loss "
+                f"{race.get('mean_difference', 0):+.4f} per row (95% lower bound {race.get('lower_bound', 0):+.4f}), "
+                + (
+                    "scored on every held-out row"
+                    if race.get("go_on")
+                    else "lost its race, not scored further"
+                )
+            )
         opened = " open" if step == open_step else ""
         dcls = "step selected" if step == chosen else "step"
         details.append(
@@ -292,6 +317,20 @@ def steps_block(art: Artifacts, steps: pl.DataFrame) -> str:
     reason = ""
     if chosen is not None and art.run is not None and art.run.selection_reason:
         reason = f'<p class="sub">Step {chosen} was selected: {esc(art.run.selection_reason)}</p>'
+    loop = art.run.loop if art.run is not None else {}
+    if loop.get("reason"):
+        lost = loop.get("steps_lost_race") or []
+        raced = (
+            f" {len(lost)} of {num(loop.get('steps_raced'))} raced descriptions lost their race on "
+            f"{num(loop.get('race_pairs'))} of {num(loop.get('validation_pairs'))} held-out pairs and were "
+            "not scored further (their validation figures cover those rows only)."
+            if loop.get("steps_raced")
+            else ""
+        )
+        reason += (
+            f'<p class="sub">The describe loop ended after step {num(loop.get("after_step"))} of '
+            f"{num(loop.get('steps_planned'))}: {esc(loop['reason'])}.{esc(raced)}</p>"
+        )
     return (
         f'<section id="steps"><h2>Describe steps</h2>{reason}<table class="numbers">{head}{"".join(rows)}</table>'
         f"<h3>Descriptions</h3>{''.join(details)}</section>"
