@@ -1,14 +1,20 @@
-"""Embedded model: prefix reuse against a full evaluation per row, side by side.
+"""Embedded model: prefix reuse against a whole evaluation per row, side by side.
 
 Run ``python -m bench.bench_local`` (``make bench-local``). Builds classify prompts that share one long
 prefix (a system message carrying a ~150-token difference description) and differ in a short row, then
-scores them twice in the same process: (a) reusing the KV cache for the shared prefix, (b) evaluating
-every prompt from scratch. Prints seconds per row both ways, the speedup against the 4x target, and how
-far p(A) drifts between the two (it must stay under 1e-4). It reports; it never asserts timings.
+scores them in the same process: (a) reusing the KV cache for the shared prefix (what a run does),
+(b) evaluating every prompt whole, in one call from an empty cache (``score_labels_whole``). Prints seconds
+per row both ways and the speedup against the 4x target, then how far p(A) differs:
 
-The two modes alternate for ``--rounds`` rounds and the fastest round of each is reported (as ``timeit``
-does): other processes on a small machine only ever make a round slower. The reuse figure includes the
-first row, which evaluates the whole prefix.
+- reuse against the whole evaluation: the two take different batch shapes, so llama.cpp may pick other
+  SIMD kernels and p(A) differs in the last digits (0.012 was measured on an AVX2 machine); the tests
+  allow ``REUSE_TOLERANCE``;
+- reuse against the same prompts each evaluated from an empty cache: this must be exactly 0, since a
+  row's p(A) may not depend on what was evaluated before it.
+
+It reports; it never asserts timings. The two modes alternate for ``--rounds`` rounds and the fastest
+round of each is reported (as ``timeit`` does): other processes on a small machine only ever make a round
+slower. The reuse figure includes the first row, which evaluates the whole prefix.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from asyncpipe.llm.base import Message
 from asyncpipe.llm.local import LocalProvider, resolve_model
 
 TARGET_SPEEDUP = 4.0
-MAX_DRIFT = 1e-4
+#: the bound tests/test_local_model.py allows between reuse and a whole evaluation (see its comment)
+REUSE_TOLERANCE = 0.05
 
 DESCRIPTION = (
     "Rows in set A are customer reviews of kitchen appliances, written in the first person by people who "
@@ -72,18 +79,26 @@ def prompts() -> list[list[Message]]:
 
 
 async def score_all(
-    provider: LocalProvider, batch: list[list[Message]], *, reuse: bool
+    provider: LocalProvider, batch: list[list[Message]], *, mode: str
 ) -> tuple[float, list[float]]:
-    """Seconds per row and the p(A) of each prompt."""
+    """Seconds per row and the p(A) of each prompt. ``mode``: "reuse" (one warm cache for the batch),
+    "fresh" (the cache emptied before every prompt) or "whole" (every prompt in one evaluation)."""
     provider.reset_prefix_cache()
     p_a: list[float] = []
     start = time.perf_counter()
     for messages in batch:
-        if not reuse:
-            provider.reset_prefix_cache()
-        score = await provider.score_labels(messages)
+        if mode == "whole":
+            score = await provider.score_labels_whole(messages)
+        else:
+            if mode == "fresh":
+                provider.reset_prefix_cache()
+            score = await provider.score_labels(messages)
         p_a.append(score.p_a)
     return (time.perf_counter() - start) / len(batch), p_a
+
+
+def max_difference(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
 async def main_async(spec: str, n_threads: int | None, rounds: int) -> None:
@@ -91,30 +106,36 @@ async def main_async(spec: str, n_threads: int | None, rounds: int) -> None:
     batch = prompts()
     _, tokens = provider.render_prompt(batch[0])
     await provider.score_labels(batch[0])  # load the model and warm up before timing
-    full_s = reuse_s = float("inf")
-    full_p: list[float] = []
+    whole_s = reuse_s = float("inf")
+    whole_p: list[float] = []
     reuse_p: list[float] = []
     for _ in range(rounds):
         # each mode starts from an empty cache, so neither benefits from the other
-        seconds, full_p = await score_all(provider, batch, reuse=False)
-        full_s = min(full_s, seconds)
-        seconds, reuse_p = await score_all(provider, batch, reuse=True)
+        seconds, whole_p = await score_all(provider, batch, mode="whole")
+        whole_s = min(whole_s, seconds)
+        seconds, reuse_p = await score_all(provider, batch, mode="reuse")
         reuse_s = min(reuse_s, seconds)
+    _, fresh_p = await score_all(provider, batch, mode="fresh")
     await provider.aclose()
 
-    drift = max(abs(a - b) for a, b in zip(full_p, reuse_p, strict=True))
-    speedup = full_s / reuse_s
+    drift = max_difference(reuse_p, whole_p)
+    history = max_difference(reuse_p, fresh_p)
+    speedup = whole_s / reuse_s
     print(
         f"model {provider.model} ({provider.model_path.name}), {len(batch)} rows, {len(tokens)} prompt tokens, best of {rounds} rounds"
     )
-    print(f"{'':24}{'full evaluation':>18}{'prefix reuse':>16}")
-    print(f"{'seconds per row':24}{full_s:>18.3f}{reuse_s:>16.3f}")
-    print(f"{'rows per second':24}{1 / full_s:>18.2f}{1 / reuse_s:>16.2f}")
+    print(f"{'':24}{'whole evaluation':>18}{'prefix reuse':>16}")
+    print(f"{'seconds per row':24}{whole_s:>18.3f}{reuse_s:>16.3f}")
+    print(f"{'rows per second':24}{1 / whole_s:>18.2f}{1 / reuse_s:>16.2f}")
     print(
         f"speedup {speedup:.1f}x: target of {TARGET_SPEEDUP:.0f}x {'met' if speedup >= TARGET_SPEEDUP else 'NOT met'}"
+        f"; p(A) reuse vs whole: max difference {drift:.2e} "
+        f"({'within' if drift <= REUSE_TOLERANCE else 'OUTSIDE'} the tests' bound {REUSE_TOLERANCE})"
     )
-    verdict = "agree" if drift <= MAX_DRIFT else "DISAGREE"
-    print(f"p(A) max difference {drift:.2e}: the two {verdict} (limit {MAX_DRIFT:.0e})")
+    print(
+        f"p(A) reuse vs each row from an empty cache: max difference {history:.2e} "
+        f"({'identical, as promised' if history == 0 else 'NOT identical: p(A) depends on history'})"
+    )
     print(f"p(A) range over rows {min(reuse_p):.3f}..{max(reuse_p):.3f}")
 
 

@@ -1,10 +1,22 @@
 """The embedded model: llama.cpp in-process, exact label probabilities, shared-prefix reuse.
 
 Classification prompts share a long prefix (instructions and the difference description) and differ only
-in the row at the end. llama.cpp keeps the keys and values of every evaluated token in its KV cache, so
-:class:`LocalProvider` remembers which tokens are in it and, for the next prompt, evaluates only the tokens
-after the longest common prefix (the same trick ``Llama.generate`` plays). The logits at the last position
-are identical to a full evaluation, and a row costs a few dozen tokens instead of a few hundred.
+in the row at the end. llama.cpp keeps the keys and values of every evaluated token in its KV cache, so a
+row need only cost its own few dozen tokens instead of a few hundred.
+
+Every prompt is evaluated the same way, whatever came before it: the *prefix* (everything before the
+content of the last message: the system message with the description, and the chat template's header of
+the last turn) is evaluated from an empty cache in one call, then the *row part* (the last message and the
+template's closing) in a second call. When the next prompt has the same prefix, the first call is skipped
+and only the row part is evaluated again. The prefix is reused whole or not at all, never into the row
+part: llama.cpp computes a one-token batch with other SIMD kernels than a longer one, so a prompt that
+replayed only its last token (an exact repeat) or part of its row would get slightly different
+probabilities depending on which prompts came before it. This way the same messages always give
+bit-identical p(A) on a given machine, whether the prefix was in the cache or not.
+
+Against evaluating the whole prompt in one call (:meth:`LocalProvider.score_labels_whole`, the reference
+``make bench-local`` compares with), the split changes the batch shapes and so the floating-point rounding:
+p(A) agrees to about 1e-2 (the benchmark prints the figure), not bit for bit.
 
 p(A) is exact: it is read from the full-vocabulary logits at the last position, summing every token that
 reads as a label ("A" and " A" are different tokens), never from a top-k list.
@@ -104,17 +116,21 @@ class LocalProvider:
         self.context_tokens = n_ctx
         self.n_threads = n_threads
         self.model = model_name
-        # n_ctx is part of the identity: it decides where over-long rows are cut.
+        # n_ctx is part of the identity: it decides where over-long rows are cut. So is the way a prompt is
+        # evaluated (prefix, then row part): answers cached under another way differ in the last digits.
         size = self.model_path.stat().st_size
-        self.cache_identity = f"llama.cpp:{self.model_path}:{size}:n_ctx={n_ctx}"
+        self.cache_identity = f"llama.cpp:{self.model_path}:{size}:n_ctx={n_ctx}:eval=prefix+row"
         self._lock = threading.Lock()
         self._llm: llama_cpp.Llama | None = None
         self._template: Any = None
         self._bos_text = ""
         self._eos_text = ""
         self._label_ids: tuple[list[int], list[int]] = ([], [])
-        # the tokens whose keys and values sit in the KV cache, in order (sequence 0)
-        self._kv_tokens: list[int] = []
+        # the prefix whose keys and values sit in the KV cache (evaluated from an empty cache in one call),
+        # or None when the cache holds anything else
+        self._kv_prefix: list[int] | None = None
+        # the last probe rendering (see _prefix_length): the messages before the last turn, and its tokens
+        self._probe: tuple[str, list[int]] | None = None
 
     # --- the Provider protocol -------------------------------------------------------------------
 
@@ -128,6 +144,11 @@ class LocalProvider:
             lambda: self._generate_sync(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
         )
 
+    async def score_labels_whole(self, messages: list[Message]) -> LabelScore:
+        """Score the whole prompt in one evaluation from an empty cache: the reference the benchmark and
+        the tests compare prefix reuse with (a different batch shape, so equal only up to rounding)."""
+        return await anyio.to_thread.run_sync(lambda: self._score_labels_sync(messages, whole=True))
+
     async def aclose(self) -> None:
         await anyio.to_thread.run_sync(self._close_sync)
 
@@ -136,7 +157,7 @@ class LocalProvider:
     def reset_prefix_cache(self) -> None:
         """Forget the KV cache contents: the next prompt is evaluated in full."""
         with self._lock:
-            self._kv_tokens = []
+            self._kv_prefix = None
 
     def render_prompt(
         self, messages: Sequence[Message], *, budget: int | None = None
@@ -144,17 +165,24 @@ class LocalProvider:
         """The chat-templated prompt text and its tokens, cut to fit ``budget`` (default: n_ctx)."""
         with self._lock:
             self._ensure_loaded()
-            return self._fit_prompt(messages, self.n_ctx if budget is None else budget)
+            _, text, tokens = self._fit_prompt(messages, self.n_ctx if budget is None else budget)
+            return text, tokens
 
     # --- blocking work, always under the lock ----------------------------------------------------
 
-    def _score_labels_sync(self, messages: list[Message]) -> LabelScore:
+    def _score_labels_sync(self, messages: list[Message], *, whole: bool = False) -> LabelScore:
         import llama_cpp
 
         with self._lock:
             llm = self._ensure_loaded()
-            _, tokens = self._fit_prompt(messages, self.n_ctx)
-            reused = self._evaluate(tokens)
+            fitted, _, tokens = self._fit_prompt(messages, self.n_ctx)
+            if whole:
+                self._kv_prefix = None
+                llm.reset()
+                llm.eval(tokens)
+                reused = 0
+            else:
+                reused = self._evaluate(tokens, self._prefix_length(fitted, tokens))
             logits = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
             ids_a, ids_b = self._label_ids
             p_a = p_a_from_logits([logits[i] for i in ids_a], [logits[i] for i in ids_b])
@@ -168,10 +196,10 @@ class LocalProvider:
             llm = self._ensure_loaded()
             # leave room for the answer; a prompt may still take most of a small context
             reserve = max(1, min(max_tokens, self.n_ctx // 2))
-            _, tokens = self._fit_prompt(messages, self.n_ctx - reserve)
+            _, _, tokens = self._fit_prompt(messages, self.n_ctx - reserve)
             # create_completion does its own prefix bookkeeping on the same KV cache: start it clean
             # and forget ours, so the two never disagree about what the cache holds.
-            self._kv_tokens = []
+            self._kv_prefix = None
             llm.reset()
             out = llm.create_completion(
                 prompt=tokens,
@@ -192,7 +220,7 @@ class LocalProvider:
             if self._llm is not None:
                 self._llm.close()
             self._llm = None
-            self._kv_tokens = []
+            self._kv_prefix = None
 
     def _ensure_loaded(self) -> llama_cpp.Llama:
         if self._llm is not None:
@@ -236,7 +264,7 @@ class LocalProvider:
             llm.close()
             raise UserError(f"model's vocabulary has no single token for 'A' and 'B': {self.model_path}")
         self._llm = llm
-        self._kv_tokens = []
+        self._kv_prefix = None
         return llm
 
     def _render(self, messages: Sequence[Message]) -> str:
@@ -257,8 +285,9 @@ class LocalProvider:
         assert self._llm is not None
         return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    def _fit_prompt(self, messages: Sequence[Message], budget: int) -> tuple[str, list[int]]:
+    def _fit_prompt(self, messages: Sequence[Message], budget: int) -> tuple[list[Message], str, list[int]]:
         """Render and tokenize; if longer than ``budget``, cut the longest user contents in the middle.
+        Returns the messages as cut, their text and their tokens.
 
         The head of a cut message is kept (three quarters of what remains) and its tail too (the last
         quarter), since instructions often close a user message; a marker says how much went.
@@ -266,7 +295,7 @@ class LocalProvider:
         text = self._render(messages)
         tokens = self._tokenize(text)
         if len(tokens) <= budget:
-            return text, tokens
+            return list(messages), text, tokens
         assert self._llm is not None
         llm = self._llm
         originals = {
@@ -280,7 +309,7 @@ class LocalProvider:
         for _ in range(len(originals) + _MAX_CUT_ROUNDS):
             excess = len(tokens) - budget
             if excess <= 0:
-                return text, tokens
+                return current, text, tokens
             # cut from the user message with the most content left
             left = {i: len(originals[i]) - cut[i] for i in originals}
             target = max(left, key=lambda i: left[i], default=None)
@@ -291,37 +320,56 @@ class LocalProvider:
             text = self._render(current)
             tokens = self._tokenize(text)
         if len(tokens) <= budget:
-            return text, tokens
+            return current, text, tokens
         raise UserError(
             f"the model's context of {self.n_ctx} tokens is too small for the instructions alone "
             f"({len(tokens)} tokens after cutting the rows, {budget} available): raise n_ctx or shorten them"
         )
 
-    def _evaluate(self, tokens: list[int]) -> int:
-        """Put ``tokens`` in the KV cache, evaluating only what is not there yet; return tokens reused."""
+    def _prefix_length(self, messages: Sequence[Message], tokens: list[int]) -> int:
+        """How many leading ``tokens`` come before the content of the last message.
+
+        The prompt is rendered once more with the last message emptied (the *probe*); the tokens both
+        renderings share are the prefix. It depends on the messages alone, never on earlier prompts. If a
+        row's first characters merge with the template's last header token, the prefix is one token
+        shorter for that row: it is then evaluated afresh, which costs time but not exactness. At least one
+        token is always left to evaluate, since logits exist only for evaluated positions.
+        """
+        *head, last = messages
+        key = json.dumps([[dict(m) for m in head], last["role"]])
+        if self._probe is None or self._probe[0] != key:
+            probe = self._render([*head, Message(role=last["role"], content="")])
+            self._probe = (key, self._tokenize(probe))
+        shared = 0
+        for ours, probe_token in zip(tokens, self._probe[1], strict=False):
+            if ours != probe_token:
+                break
+            shared += 1
+        return min(shared, len(tokens) - 1)
+
+    def _evaluate(self, tokens: list[int], prefix_length: int) -> int:
+        """Put ``tokens`` in the KV cache as two evaluations, the prefix (skipped when the cache already
+        holds exactly that prefix) and the rest; return how many tokens were reused."""
         import llama_cpp
 
         llm = self._llm
         assert llm is not None
+        prefix = tokens[:prefix_length]
         reuse = 0
-        for cached, new in zip(self._kv_tokens, tokens, strict=False):
-            if cached != new:
-                break
-            reuse += 1
-        # Logits exist only for the last evaluated position: replay at least one token.
-        reuse = min(reuse, len(tokens) - 1)
-        if reuse > 0:
+        if prefix and self._kv_prefix == prefix:
             memory = llama_cpp.llama_get_memory(llm.ctx)
             # Partial removal can fail (recurrent models); then evaluate everything, as Llama.generate does.
-            if memory is None or not llama_cpp.llama_memory_seq_rm(memory, 0, reuse, -1):
-                reuse = 0
+            if memory is not None and llama_cpp.llama_memory_seq_rm(memory, 0, prefix_length, -1):
+                reuse = prefix_length
+        # Forget first: if eval fails half-way, the cache holds an unknown state.
+        self._kv_prefix = None
         if reuse == 0:
             llm.reset()
-        llm.n_tokens = reuse
-        # Forget first: if eval fails half-way, the cache holds an unknown state.
-        self._kv_tokens = []
-        llm.eval(tokens[reuse:])
-        self._kv_tokens = list(tokens)
+            if prefix:
+                llm.eval(prefix)
+        llm.n_tokens = prefix_length
+        llm.eval(tokens[prefix_length:])
+        self._kv_prefix = prefix
         return reuse
 
 
