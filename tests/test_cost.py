@@ -234,3 +234,44 @@ def test_the_providers_cached_share_is_reported_per_role(files, tmp_path):
     assert (
         f"classify {100 * classify['cached_share']:.1f}% of prompt tokens" in (out / "index.html").read_text()
     )
+
+
+def test_dry_run_is_the_bound_and_says_what_stopping_may_save(tmp_path):
+    from asyncpipe.cli import build_config, build_parser
+    from asyncpipe.pipeline.estimate import estimate_run
+
+    a, b = inputs(tmp_path)
+    fake = scripted()
+    with ServerThread(fake) as server:
+        argv = [str(x) for x in command(server, a, b, tmp_path / "out", "--patience", "3")]
+        cfg = build_config(build_parser().parse_args([*argv, "--dry-run"]), lambda _message: None)
+        planned = estimate_run(cfg)
+        text = planned.render()
+        assert "--patience 3: the loop ends after 3 steps in a row without a lower validation loss; " in text
+        assert "at the earliest after step 4 of 10: 4 describe and" in text
+        assert "scored on 20 of 30 held-out pairs: 20 classify requests fewer" in text
+        assert planned.race_saves == VALIDATION_ROWS - RACE_ROWS
+        # the bound holds for a real run with the defaults...
+        assert run_cli(*argv).returncode == 0
+        assert len(fake.classify_requests()) < planned.classify.requests
+        assert len(fake.describe_requests()) < planned.describe.requests
+        # ...and the earliest stop is exactly what four steps scored in full would send
+        fake.requests.clear()
+        early = [
+            *command(server, a, b, tmp_path / "four", "--max-steps", "4", "--patience", "0", "--race", "off")
+        ]
+        assert run_cli(*early).returncode == 0
+    assert planned.earliest is not None and planned.earliest.steps == 4
+    assert len(fake.classify_requests()) == planned.earliest.classify.requests
+    assert len(fake.describe_requests()) == planned.earliest.describe.requests == 4
+
+
+def test_dry_run_without_patience_or_racing_says_so(files, tmp_path):
+    a, b = files
+    result = run_cli(
+        "compare", a, b, "--model", "gpt-4.1-mini", "--output", tmp_path / "out", "--dry-run",
+        "--patience", "0", "--race", "off", "--batch-size", "4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "--patience 0: every step runs" in result.stdout
+    assert "--race off: every description is scored on every held-out row" in result.stdout

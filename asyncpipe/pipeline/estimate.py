@@ -12,9 +12,13 @@ use; offline, and with nothing in its cache, it cannot load them, and the four-c
 used instead, which the output says. Row tokens are counted exactly on a sample of rows spread over the
 files and scaled to all their characters, so a dry run over millions of rows stays quick.
 
-The cost is an upper bound: every description is taken to be as long as ``--describe-max-tokens``
-allows, every request is paid at the list price (no provider prefix-cache discount), and answers already
-in the response cache are not subtracted. Nothing is sent and nothing is written.
+The cost is an upper bound: every step of the plan is taken to run (``--patience`` may end the loop
+sooner) and every description to be scored on every held-out row (a description that loses its race is
+not), every description is taken to be as long as ``--describe-max-tokens`` allows, every request is
+paid at the list price (no provider prefix-cache discount), and answers already in the response cache
+are not subtracted. Below the bound it says what early stopping may save at best (the loop ending
+``--patience`` steps after the first) and what each lost race saves. Nothing is sent and nothing is
+written.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 
 from asyncpipe.config import ModelFacts, RunConfig, model_facts
 from asyncpipe.llm.openai_http import REASONING_ALLOWANCE
+from asyncpipe.metrics.stopping import race_pairs
 from asyncpipe.pipeline.inputs import load_sides_for, plan_for
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, classify_messages, describe_messages
 
@@ -144,6 +149,14 @@ class Estimate:
     describe: Side
     classify: Side
     description_tokens: int
+    #: --patience, and the estimate if the loop ended as early as it can (None: it cannot end early)
+    patience: int = 0
+    earliest: Estimate | None = None
+    #: validation pairs a race is run on (0: no race), and the requests and tokens a lost race saves
+    race_pairs: int = 0
+    race_saves: int = 0
+    race_saves_tokens: int = 0
+    race_enabled: bool = False
 
     @property
     def cost(self) -> float | None:
@@ -180,9 +193,50 @@ class Estimate:
         lines.append(f"  total     {'unknown' if total is None else f'${total:,.4f}'}")
         lines.append(
             f"an upper bound: each description taken as {self.description_tokens:,} tokens (--describe-max-tokens), "
-            "every request paid in full (no prefix-cache discount), answers already in the cache not subtracted"
+            "every step run and every description scored on every held-out row, every request paid in full "
+            "(no prefix-cache discount), answers already in the cache not subtracted"
         )
+        lines.extend(self.savings())
         return "\n".join(lines)
+
+    def savings(self) -> list[str]:
+        """What early stopping and racing may save below the bound (they never spend more)."""
+        lines = ["what early stopping and racing may save:"]
+        if self.patience == 0:
+            lines.append("  --patience 0: every step runs")
+        elif self.earliest is None:
+            lines.append(
+                f"  --patience {self.patience}: the plan has {self.steps} step(s), too few to end early"
+            )
+        else:
+            e = self.earliest
+            share = f" ({e.cost / self.cost:.0%} of the bound)" if e.cost is not None and self.cost else ""
+            spent = f", ${e.cost:,.4f}{share}" if e.cost is not None else ""
+            lines.append(
+                f"  --patience {self.patience}: the loop ends after {self.patience} steps in a row without a lower "
+                f"validation loss; at the earliest after step {e.steps} of {self.steps}: {e.describe.requests:,} "
+                f"describe and {e.classify.requests:,} classify requests{spent}"
+            )
+        if self.race_pairs:
+            price = self.classify.facts.price
+            dollars = (
+                f" (${(self.race_saves_tokens * price.input + self.race_saves * price.output) / 1e6:,.4f})"
+                if price is not None
+                else ""
+            )
+            lines.append(
+                f"  racing: a description that loses its race is scored on {self.race_pairs} of "
+                f"{self.validation_pairs} held-out pairs: {self.race_saves:,} classify requests fewer{dollars} per "
+                "losing step"
+            )
+        elif not self.race_enabled:
+            lines.append("  --race off: every description is scored on every held-out row")
+        else:
+            lines.append(
+                f"  racing saves nothing here: {self.validation_pairs} held-out pairs are no more than a race's "
+                "20 (or there is one step)"
+            )
+        return lines
 
 
 def estimate_run(cfg: RunConfig) -> Estimate:
@@ -213,15 +267,16 @@ def estimate_run(cfg: RunConfig) -> Estimate:
     validation = list(plan.validation)
     val_texts = [side_a.texts[i] for i in validation] + [side_b.texts[i] for i in validation]
     val_tokens = rows_tokens(val_texts)
-    step_requests = 0
-    step_tokens = 0
-    describe_in = 0
+    # per step: classify requests and tokens, describe prompt tokens
+    step_requests: list[int] = []
+    step_tokens: list[int] = []
+    describe_in: list[int] = []
     for number, (_, batch_index) in enumerate(plan.steps, start=1):
         batch = plan.batches[batch_index]
         texts_a, texts_b = [side_a.texts[i] for i in batch], [side_b.texts[i] for i in batch]
         n_rows = 2 * len(batch) + len(val_texts)
-        step_requests += n_rows * per_row
-        step_tokens += (n_rows * prefix + rows_tokens(texts_a + texts_b) + val_tokens) * per_row
+        step_requests.append(n_rows * per_row)
+        step_tokens.append((n_rows * prefix + rows_tokens(texts_a + texts_b) + val_tokens) * per_row)
         messages = describe_messages(
             cfg.templates,
             examples_a=texts_a,
@@ -230,45 +285,73 @@ def estimate_run(cfg: RunConfig) -> Estimate:
             history=[],
             wrong=[],
         )
-        describe_in += _messages_tokens(messages, describe_counter.count)
+        tokens = _messages_tokens(messages, describe_counter.count)
         if number > 1:  # earlier descriptions (the best one kept besides the last few) and wrong rows
             shown = min(number - 1, cfg.history_size + 1)
             mean_row = rows_tokens(texts_a + texts_b) / max(1, len(texts_a) + len(texts_b))
-            describe_in += describe_counter.count(cfg.templates.describe_history)
-            describe_in += shown * (description + HISTORY_LINES_TOKENS) + round(cfg.wrong_examples * mean_row)
+            tokens += describe_counter.count(cfg.templates.describe_history)
+            tokens += shown * (description + HISTORY_LINES_TOKENS) + round(cfg.wrong_examples * mean_row)
+        describe_in.append(tokens)
     all_texts = side_a.texts + side_b.texts
-    # the final pass asks with the selected step's description: that step's rows are already answered
-    smallest_batch = min((len(plan.batches[b]) for _, b in plan.steps), default=0)
-    from_cache = (len(val_texts) + 2 * smallest_batch) * per_row if plan.steps else 0
-    final_requests = len(all_texts) * per_row - from_cache
     mean_tokens = rows_tokens(all_texts) / max(1, len(all_texts))
-    final_tokens = round(final_requests * (prefix + mean_tokens))
+
+    def first_steps(n_steps: int, **extra) -> Estimate:
+        """The estimate for the plan's first ``n_steps`` steps, each scored on every validation row."""
+        steps = plan.steps[:n_steps]
+        # the final pass asks with the selected step's description: that step's rows are already answered
+        smallest_batch = min((len(plan.batches[b]) for _, b in steps), default=0)
+        from_cache = (len(val_texts) + 2 * smallest_batch) * per_row if steps else 0
+        final_requests = len(all_texts) * per_row - from_cache
+        final_tokens = round(final_requests * (prefix + mean_tokens))
+        during = sum(step_requests[:n_steps])
+        return Estimate(
+            steps=n_steps,
+            pairs=n_pairs,
+            validation_pairs=len(validation),
+            rows_a=len(side_a.texts),
+            rows_b=len(side_b.texts),
+            classify_during_steps=during,
+            classify_final=final_requests,
+            final_from_cache=from_cache,
+            describe=Side(
+                cfg.describe_model,
+                n_steps,
+                sum(describe_in[:n_steps]),
+                # a reasoning model may also spend its whole hidden-reasoning allowance, billed as output
+                n_steps * (description + (REASONING_ALLOWANCE if describe_facts.reasoning else 0)),
+                describe_counter,
+                describe_facts,
+            ),
+            classify=Side(
+                cfg.classify_model,
+                during + final_requests,
+                sum(step_tokens[:n_steps]) + final_tokens,
+                during + final_requests,  # one token per answer
+                classify_counter,
+                classify_facts,
+            ),
+            description_tokens=description,
+            **extra,
+        )
+
     n_steps = len(plan.steps)
-    return Estimate(
-        steps=n_steps,
-        pairs=n_pairs,
-        validation_pairs=len(validation),
-        rows_a=len(side_a.texts),
-        rows_b=len(side_b.texts),
-        classify_during_steps=step_requests,
-        classify_final=final_requests,
-        final_from_cache=from_cache,
-        describe=Side(
-            cfg.describe_model,
-            n_steps,
-            describe_in,
-            # a reasoning model may also spend its whole hidden-reasoning allowance, billed as output
-            n_steps * (description + (REASONING_ALLOWANCE if describe_facts.reasoning else 0)),
-            describe_counter,
-            describe_facts,
-        ),
-        classify=Side(
-            cfg.classify_model,
-            step_requests + final_requests,
-            step_tokens + final_tokens,
-            step_requests + final_requests,  # one token per answer
-            classify_counter,
-            classify_facts,
-        ),
-        description_tokens=description,
+    earliest = first_steps(cfg.patience + 1) if cfg.patience > 0 and cfg.patience + 1 < n_steps else None
+    race = race_pairs(validation) if cfg.race else ()
+    racing = len(race) < len(validation) and n_steps > 1
+    return first_steps(
+        n_steps,
+        patience=cfg.patience,
+        earliest=earliest,
+        race_pairs=len(race) if racing else 0,
+        race_saves=(len(validation) - len(race)) * 2 * per_row if racing else 0,
+        race_saves_tokens=round(
+            (
+                (len(validation) - len(race)) * 2 * prefix
+                + rows_tokens(val_texts) * (1 - len(race) / len(validation))
+            )
+            * per_row
+        )
+        if racing
+        else 0,
+        race_enabled=cfg.race,
     )
