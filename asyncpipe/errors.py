@@ -61,6 +61,7 @@ class RetryableAPIError(AsyncpipeError):
         retry_after: float | None = None,
         rate_limited: bool = False,
         no_logprobs: bool = False,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -68,6 +69,8 @@ class RetryableAPIError(AsyncpipeError):
         self.rate_limited = rate_limited
         #: a 200 answer without logprobs: passing for a flaky server, permanent for one that never sends them
         self.no_logprobs = no_logprobs
+        #: no answer within --timeout: the request was abandoned (the server may still be working on it)
+        self.timed_out = timed_out
 
 
 class Interrupted(AsyncpipeError):

@@ -1,4 +1,5 @@
-"""The classification engine against a local stub: throughput, latency, rate limits and memory.
+"""The classification engine against a local stub: throughput, latency, rate limits, a queueing
+server and memory.
 
 Run ``python -m bench.bench_engine`` (``make bench``). The stub (:mod:`bench.stub`) runs in its own
 process on 127.0.0.1, so client and server do not share one event loop or one GIL (this machine has
@@ -20,7 +21,12 @@ run:
 6. peak resident memory (``ru_maxrss`` of a child process) for a 1,000,000-row classification. HTTP at
    a few thousand requests/s would take minutes, so this one replaces only the socket: the provider is
    the real one with its HTTP exchange swapped for the stub's canned answer, and everything above it
-   (body encoding, answer parsing, cache, retry, limiter, workers) is real.
+   (body encoding, answer parsing, cache, retry, limiter, workers) is real;
+7. queueing server (the stub serves one request at a time, ``SERIAL`` seconds each, as llama.cpp's
+   server does; ``--timeout`` ``SERIAL_TIMEOUT``): answers per second as a share of the service rate
+   and the share of requests sent again, for asyncpipe's limiter beside today's behaviour (a fixed
+   limit at compare's default ``--concurrency`` of 64, where the old limiter ended up too: no 429 ever
+   comes, so it grew to its maximum). Today's run is stopped after ``SERIAL_BASELINE_CAP`` seconds.
 
 It prints figures and verdicts; it never asserts. ``--scale 0.2`` for a quick look.
 """
@@ -70,6 +76,12 @@ TARGET_LATENCY = 0.90
 TARGET_ALLOWED = 0.90
 TARGET_429 = 0.05
 TARGET_MB = 1024.0
+SERIAL = 0.02  # seconds of service per request: 50 answers per second
+SERIAL_TIMEOUT = 1.0
+SERIAL_CONCURRENCY = 64  # compare's default --concurrency
+SERIAL_BASELINE_CAP = 30.0
+TARGET_SERVICE = 0.90
+TARGET_RESENT = 0.01
 
 DESCRIPTION = (
     "Dataset A answers in short, informal sentences: contractions, first person, exclamation marks, and "
@@ -111,7 +123,13 @@ def request_body(messages: list, row: str) -> dict:
 
 # -- the stub process --------------------------------------------------------------------------------
 @contextmanager
-def stub(*, latency: tuple[float, float] = (0.0, 0.0), rpm: float | None = None, announce: bool = True):
+def stub(
+    *,
+    latency: tuple[float, float] = (0.0, 0.0),
+    rpm: float | None = None,
+    announce: bool = True,
+    serial: float = 0.0,
+):
     args = [
         sys.executable,
         "-m",
@@ -123,6 +141,8 @@ def stub(*, latency: tuple[float, float] = (0.0, 0.0), rpm: float | None = None,
     ]
     if rpm:
         args += ["--rpm", str(rpm)] + ([] if announce else ["--no-limit-header"])
+    if serial:
+        args += ["--serial", str(serial)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -194,6 +214,8 @@ class EngineRun:
     started: float  # time.monotonic(), the clock the stub's rate windows use
     ended: float
     rpm_source: str | None = None
+    limiter: AdaptiveLimiter | None = None
+    finished: bool = True  # False: stopped at the deadline
 
 
 async def engine(
@@ -204,37 +226,57 @@ async def engine(
     *,
     provider=None,
     align: bool = False,
+    timeout: float = 60.0,
+    limiter: AdaptiveLimiter | None = None,
+    deadline: float | None = None,
 ) -> EngineRun:
     """asyncpipe as ``compare`` wires it: provider → limiter → retry → cache, fed by classify_rows.
-    ``align`` starts at a whole second of time.monotonic(), the start of one of the stub's rate windows."""
+    ``align`` starts at a whole second of time.monotonic(), the start of one of the stub's rate windows.
+    ``limiter`` replaces compare's (a baseline); ``deadline`` stops the run after that many seconds."""
     if provider is None:
         facts = model_facts(MODEL)
         provider = OpenAIHTTPProvider(
-            MODEL, base_url=base_url, api_key="sk-bench", facts=facts, connections=concurrency
+            MODEL,
+            base_url=base_url,
+            api_key="sk-bench",
+            facts=facts,
+            connections=concurrency,
+            timeout=timeout,
         )
     with tempfile.TemporaryDirectory() as tmp:
         cache = ResponseCache(Path(tmp) / "cache.sqlite")
         stats = RunStats()
-        limiter = AdaptiveLimiter(concurrency, initial=min(concurrency, 16))
+        if limiter is None:
+            limiter = AdaptiveLimiter(concurrency, initial=min(concurrency, 16), timeout=timeout)
         client = LLMClient(provider, cache=cache, policy=RetryPolicy(), limiter=limiter, stats=stats)
         if align:
             await anyio.sleep(int(time.monotonic()) + 1.001 - time.monotonic())
         started = time.monotonic()
         start = time.perf_counter()
-        scores = await classify_rows(client, messages, rows, workers=concurrency)
+        scores = None
+        answered = [0]
+
+        def count(n: int = 1) -> None:
+            answered[0] += n
+
+        with anyio.move_on_after(deadline):
+            scores = await classify_rows(client, messages, rows, workers=concurrency, on_done=count)
         elapsed = time.perf_counter() - start
         ended = time.monotonic()
         await client.aclose()
         cache.close()
+    done = len(rows) if scores is not None else answered[0]
     return EngineRun(
-        len(rows) / elapsed,
+        done / elapsed,
         elapsed,
         stats,
-        len(scores.errors),
+        len(scores.errors) if scores is not None else stats.failed,
         limiter.peak_limit,
         started,
         ended,
         f"{limiter.rpm_source} rpm {limiter.rpm:,.0f}" if limiter.rpm else "nothing",
+        limiter,
+        scores is not None,
     )
 
 
@@ -296,6 +338,38 @@ def section_rate_limited(scale: float, messages: list, *, announce: bool) -> dic
         "server": server,
         "scored": scored,
     }
+
+
+def section_queueing(scale: float, messages: list) -> dict:
+    """asyncpipe's limiter, then a fixed limit of 64 (today's behaviour), against one queueing stub
+    each; answers per second as a share of the service rate, and requests sent again (the stub's
+    count beyond the rows asked for, over what it received)."""
+    n = int(600 * scale)
+    rate = 1.0 / SERIAL
+    out = {}
+    for name in ("asyncpipe", "fixed 64"):
+        fixed = AdaptiveLimiter(SERIAL_CONCURRENCY, initial=SERIAL_CONCURRENCY, minimum=SERIAL_CONCURRENCY)
+        with stub(serial=SERIAL) as url:
+            mine = run(
+                engine,
+                url,
+                messages,
+                make_rows(n, seed=6 if name == "asyncpipe" else 7),
+                SERIAL_CONCURRENCY,
+                timeout=SERIAL_TIMEOUT,
+                limiter=None if name == "asyncpipe" else fixed,
+                deadline=None if name == "asyncpipe" else SERIAL_BASELINE_CAP,
+            )
+            server = stub_stats(url)
+        scored = mine.rows_per_s * mine.seconds - mine.unscored
+        out[name] = {
+            "engine": mine,
+            "share": scored / mine.seconds / rate,
+            "resent": mine.stats.retries / max(1, mine.stats.requests),
+            "server": server,
+            "state": mine.limiter.state() if mine.limiter is not None else None,
+        }
+    return {"n": n, "rate": rate, "runs": out}
 
 
 def section_memory(rows: int) -> dict:
@@ -363,13 +437,15 @@ def main() -> None:
         "--scale", type=float, default=1.0, help="multiply every request count (0.2: a quick look)"
     )
     parser.add_argument("--memory-rows", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=("throughput", "latency", "ratelimit", "memory"), action="append")
+    parser.add_argument(
+        "--only", choices=("throughput", "latency", "ratelimit", "queueing", "memory"), action="append"
+    )
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
         return
-    only = set(args.only or ("throughput", "latency", "ratelimit", "memory"))
+    only = set(args.only or ("throughput", "latency", "ratelimit", "queueing", "memory"))
     messages = classify_prompt()
     print(
         f"asyncpipe engine benchmark: {os.cpu_count()} CPUs, stub in its own process on 127.0.0.1", flush=True
@@ -455,6 +531,34 @@ def main() -> None:
             ]
             verdicts.append((f"({tag.strip()}) ≥ 0.90 of allowed with ≤ 5% 429", ok))
         print("  rate limits measured", flush=True)
+
+    if "queueing" in only:
+        q = section_queueing(args.scale, messages)
+        for name, r in q["runs"].items():
+            e, state = r["engine"], r["state"]
+            ok = r["share"] >= TARGET_SERVICE and r["resent"] <= TARGET_RESENT
+            stopped = "" if e.finished else f", stopped after {SERIAL_BASELINE_CAP:.0f} s"
+            mine = name == "asyncpipe"
+            lines += [
+                (
+                    f"7 queueing server, {name}" if mine else f"  today: {name}",
+                    f"{r['share'] * q['rate']:,.1f} answers/s",
+                    f"{r['share']:.2f} of service rate",
+                    f"one at a time, {SERIAL * 1000:.0f} ms each = {q['rate']:.0f}/s; --timeout {SERIAL_TIMEOUT:g}; "
+                    f"{q['n']:,} rows, {e.unscored} unscored, {e.stats.timeouts:,} timeouts{stopped}",
+                ),
+                (
+                    "   sent again",
+                    f"{r['resent']:.1%}",
+                    f"≥ 0.90, ≤ 1%: {verdict(ok)}" if mine else "",
+                    f"{e.stats.retries:,} of {e.stats.requests:,} sent (server received {r['server']['requests']:,}); "
+                    f"limit {state.limit} (peak {state.peak_limit}), latency {state.latency_s or 0:.2f} s, "
+                    f"base {state.base_latency_s or 0:.3f} s",
+                ),
+            ]
+            if mine:
+                verdicts.append(("(7) ≥ 0.90 of service rate with ≤ 1% sent again", ok))
+        print("  queueing server measured", flush=True)
 
     if "memory" in only:
         m = section_memory(args.memory_rows)

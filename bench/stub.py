@@ -7,7 +7,9 @@ and answers every ``POST /v1/chat/completions`` with one precomputed chat.comple
 ``choices[0].logprobs.content[0].top_logprobs`` in the real wire format, plus the rate-limit headers
 OpenAI sends (``x-ratelimit-limit-requests`` …). It never parses the request body.
 
-Options: ``--latency-min/--latency-max`` (uniform latency per request, seconds) and ``--rpm`` (a cap
+Options: ``--latency-min/--latency-max`` (uniform latency per request, seconds), ``--serial`` (a
+queueing server, as llama.cpp's: chat requests are served one at a time in arrival order, each taking
+that many seconds; a request whose client gave up is still served in its turn) and ``--rpm`` (a cap
 enforced in fixed one-second windows of ``rpm/60`` requests, answered with 429 ``rate_limit_exceeded``
 and ``retry-after`` / ``retry-after-ms`` until the next window; ``--no-limit-header`` enforces it without
 announcing it in ``x-ratelimit-limit-requests``). ``GET /stats`` returns the counters as
@@ -77,8 +79,12 @@ def _response(status: str, body: bytes, extra: str = "") -> bytes:
 
 
 class Stub:
-    def __init__(self, latency: tuple[float, float], rpm: float | None, announce: bool = True) -> None:
+    def __init__(
+        self, latency: tuple[float, float], rpm: float | None, announce: bool = True, serial: float = 0.0
+    ) -> None:
         self.latency = latency
+        self.serial = serial
+        self.busy_until = 0.0  # serial: when the request last queued will have been served
         self.rpm = rpm
         self.per_window = int(rpm / 60.0) if rpm else 0
         limit_headers = f"x-ratelimit-limit-requests: {int(rpm)}\r\n" if rpm and announce else ""
@@ -162,6 +168,11 @@ class _Connection(asyncio.Protocol):
         if line == b"post /v1/chat/completions":
             reply = stub.answer()
             low, high = stub.latency
+            if stub.serial > 0:
+                now = self.loop.time()
+                stub.busy_until = max(now, stub.busy_until) + stub.serial
+                self.loop.call_at(stub.busy_until, self.send, reply)
+                return
             if high > 0:
                 self.loop.call_later(random.uniform(low, high), self.send, reply)
                 return
@@ -183,8 +194,10 @@ class _Connection(asyncio.Protocol):
             self.transport.write(reply)
 
 
-async def serve(port: int, latency: tuple[float, float], rpm: float | None, announce: bool = True) -> None:
-    stub = Stub(latency, rpm, announce)
+async def serve(
+    port: int, latency: tuple[float, float], rpm: float | None, announce: bool = True, serial: float = 0.0
+) -> None:
+    stub = Stub(latency, rpm, announce, serial)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Connection(stub), "127.0.0.1", port, backlog=4096)
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
@@ -199,10 +212,11 @@ def main() -> None:
     parser.add_argument("--latency-max", type=float, default=0.0)
     parser.add_argument("--rpm", type=float, default=None)
     parser.add_argument("--no-limit-header", action="store_true", help="enforce --rpm without announcing it")
+    parser.add_argument("--serial", type=float, default=0.0, help="serve one request at a time, SECONDS each")
     args = parser.parse_args()
     latency = (args.latency_min, max(args.latency_min, args.latency_max))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.port, latency, args.rpm, not args.no_limit_header))
+        asyncio.run(serve(args.port, latency, args.rpm, not args.no_limit_header, args.serial))
 
 
 if __name__ == "__main__":

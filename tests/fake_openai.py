@@ -6,6 +6,11 @@ lists the model. Errors have the OpenAI shape ``{"error": {"message", "type", "c
 headers (``retry-after``, ``retry-after-ms``, ``x-ratelimit-*``). Every request body is recorded, so
 tests can check what the client really sent. Faults can be injected per request.
 
+``serial=SECONDS`` makes it a queueing server, as llama.cpp's is (one global lock): chat requests are
+answered one at a time, each after ``SECONDS`` of service, the others wait their turn without a 429. A
+request whose client gave up while it waited is still served when its turn comes, as a real server
+does; ``served`` counts the answers written, ``count`` every request received.
+
 Run it by hand: ``python -m tests.fake_openai --port 8900``.
 """
 
@@ -152,6 +157,9 @@ class FakeOpenAI:
     #: enforce a requests-per-minute cap with 429 + retry-after (fixed one-second windows)
     rpm: float | None = None
     timeout_sleep: float = 30.0
+    #: answer chat requests one at a time, each after this many seconds of service (a queueing server)
+    serial: float | None = None
+    served: int = 0
     record: bool = True
     requests: list[dict] = field(default_factory=list)
     count: int = 0
@@ -162,6 +170,7 @@ class FakeOpenAI:
     prefix_cache: bool = True
     _prefixes: set = field(default_factory=set)
     _window: tuple[int, int] = (0, 0)
+    _lock: asyncio.Lock | None = None
 
     # -- behaviour ----------------------------------------------------------------------------------
     def describe_text(self, body: dict, number: int) -> str:
@@ -248,6 +257,12 @@ class FakeOpenAI:
         delay = self.latency() if callable(self.latency) else self.latency
         if delay:
             await asyncio.sleep(delay)
+        if self.serial is not None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()  # made here, on the server's own event loop
+            async with self._lock:
+                await asyncio.sleep(self.serial)
+                self.served += 1
         if self.rpm is not None:
             second = int(time.monotonic())
             start, used = self._window
@@ -387,6 +402,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8900)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--rpm", type=float)
+    parser.add_argument("--serial", type=float, help="answer one request at a time, each taking SECONDS")
     parser.add_argument("--word-a", default="apple", help="rows containing this lean towards 'A'")
     parser.add_argument("--word-b", default="banana", help="rows containing this lean towards 'B'")
     parser.add_argument(
@@ -402,6 +418,7 @@ def main() -> None:
         describer=scripted_describer(strengths) if strengths else None,
         latency=args.latency,
         rpm=args.rpm,
+        serial=args.serial,
         record=False,
     )
     web.run_app(fake.app(), host="127.0.0.1", port=args.port, access_log=None)

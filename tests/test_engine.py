@@ -661,3 +661,84 @@ def test_retry_hint_follows_the_exhausted_limit():
     assert retry_hint(headers, "Rate limit reached ... Please try again in 20ms.", "tokens") == pytest.approx(
         0.02
     )
+
+
+# -- the limiter against simulated servers (virtual time) ----------------------------------------------
+def simulate(limiter: AdaptiveLimiter, clock: VirtualClock, answer, requests: int, timeout: float) -> dict:
+    """Send ``requests`` requests as fast as the limit allows; ``answer(sent_at)`` says when the server
+    answers one sent at that moment. A request not answered within ``timeout`` is abandoned (the server
+    still works on it) and sent again. Returns what happened, in virtual seconds."""
+
+    async def main() -> dict:
+        pending: list[tuple[float, float, bool]] = []  # (answered at, sent at, abandoned)
+        to_send, latencies, timeouts, sent = requests, [], 0, 0
+        while to_send or pending:
+            while to_send and limiter.in_flight < int(limiter.limit):
+                await limiter.acquire()
+                to_send -= 1
+                sent += 1
+                pending.append((answer(clock.now), clock.now, False))
+            pending.sort()
+            answered, started, _ = pending.pop(0)
+            if answered - started > timeout:  # the client gives up at sent + timeout
+                clock.now = max(clock.now, started + timeout)
+                timeouts += 1
+                to_send += 1
+                limiter.release(ok=False, timed_out=True)
+                continue
+            clock.now = max(clock.now, answered)
+            latencies.append(answered - started)
+            limiter.release(ok=True, latency=answered - started)
+        return {"seconds": clock.now, "latencies": latencies, "timeouts": timeouts, "sent": sent}
+
+    return anyio.run(main)
+
+
+def serial_server(service: float):
+    """One request at a time, in arrival order, ``service`` seconds each (llama.cpp's server)."""
+    busy_until = [0.0]
+
+    def answer(now: float) -> float:
+        busy_until[0] = max(now, busy_until[0]) + service
+        return busy_until[0]
+
+    return answer
+
+
+def test_a_queueing_server_is_kept_busy_with_a_short_queue_and_no_timeouts():
+    clock = VirtualClock()
+    limiter = AdaptiveLimiter(64, initial=16, timeout=5.0, clock=clock, sleep=clock.sleep)
+    result = simulate(limiter, clock, serial_server(0.25), requests=600, timeout=5.0)
+    assert result["timeouts"] == 0
+    assert result["seconds"] <= 600 * 0.25 / 0.95  # the server never idles for long
+    assert max(result["latencies"]) < 5.0
+    settled = result["latencies"][100:]
+    assert max(settled) <= 5.0 * 0.25 + 0.25  # after the first rounds: well under the timeout
+    assert limiter.limit <= 8 and limiter.latency_decreases >= 1
+    assert limiter.base_latency == pytest.approx(0.25, rel=0.3)  # still known after the base was renewed
+
+
+def test_spread_latencies_from_a_parallel_server_are_not_read_as_a_queue():
+    import random
+
+    rng = random.Random(1)
+    clock = VirtualClock()
+    limiter = AdaptiveLimiter(256, initial=16, timeout=60.0, clock=clock, sleep=clock.sleep)
+    simulate(limiter, clock, lambda now: now + rng.uniform(0.1, 0.3), requests=8000, timeout=60.0)
+    assert limiter.latency_decreases == 0
+    assert limiter.peak_limit == 256
+
+
+def test_a_timeout_is_a_congestion_signal_and_halves_what_was_in_flight():
+    async def main() -> AdaptiveLimiter:
+        clock = VirtualClock()
+        limiter = AdaptiveLimiter(64, initial=32, clock=clock, sleep=clock.sleep)
+        for _ in range(10):
+            await limiter.acquire()
+        limiter.release(ok=False, timed_out=True)  # ten in flight, far under the limit of 32
+        return limiter
+
+    limiter = anyio.run(main)
+    assert limiter.limit == 5  # half of the ten in flight, not half of the limit
+    assert limiter.timeouts == 1 and limiter.decreases == 1
+    assert not limiter.slow_start

@@ -70,14 +70,20 @@ class LLMClient:
             self._server_rpm = rpm
             self.limiter.learn_rpm(rpm)
 
-    async def _attempt(self, call, tokens: int):
-        await self.limiter.acquire(tokens)
+    async def _attempt(self, call, tokens: int, *, timed: bool = True):
+        """One request under a limiter slot. ``timed``: its latency and its timeout tell the limiter
+        about the server's queue (classify requests; a describe request's latency is its length)."""
+        limiter = self.limiter
+        await limiter.acquire(tokens)
         self.stats.requests += 1
+        sent = limiter.clock()
         try:
             result = await call()
         except RetryableAPIError as exc:
             self._learn_limits()
-            self.limiter.release(ok=False, rate_limited=exc.rate_limited)
+            if exc.timed_out:
+                self.stats.timeouts += 1
+            limiter.release(ok=False, rate_limited=exc.rate_limited, timed_out=exc.timed_out and timed)
             if exc.no_logprobs and not self._logprobs_seen:
                 self._no_logprobs_streak += 1
                 if self._no_logprobs_streak >= NO_LOGPROBS_LIMIT:
@@ -90,13 +96,13 @@ class LLMClient:
                 self.stats.rate_limited += 1
                 if exc.retry_after:
                     # a hint is trusted up to the policy's longest wait: never a stalled run
-                    self.limiter.pause(min(exc.retry_after, self.policy.max_delay))
+                    limiter.pause(min(exc.retry_after, self.policy.max_delay))
             raise
         except BaseException:
-            self.limiter.release(ok=False)
+            limiter.release(ok=False)
             raise
         self._learn_limits()
-        self.limiter.release(ok=True)
+        limiter.release(ok=True, latency=limiter.clock() - sent if timed else None)
         if isinstance(result, LabelScore):
             self._logprobs_seen = True
         return result
@@ -169,6 +175,7 @@ class LLMClient:
                         messages, max_tokens=max_tokens, temperature=temperature, seed=seed
                     ),
                     _estimate_tokens(messages) + max_tokens,
+                    timed=False,
                 ),
                 on_retry=self._count_retry,
             )

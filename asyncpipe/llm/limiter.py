@@ -1,14 +1,46 @@
-"""An adaptive concurrency limit with a shared pause and optional request/token budgets.
+"""An adaptive concurrency limit that follows rate limits and latency, with a shared pause and optional
+request/token budgets.
 
-The algorithm, in the way TCP and inspect_ai do it:
+The algorithm, in the way TCP and Netflix's concurrency-limits do it:
 
 - **Slow start.** The limit starts modest and grows by one for every success *while the limit was
   actually used* (every slot taken, or callers waiting): it doubles about once per round trip, as a
   TCP window does, and an idle limit does not grow.
-- **Additive increase, multiplicative decrease.** After the first rate-limit answer (429) the limit
-  halves, and from then on grows by one per window of successes (``1/limit`` per success). Several
-  429s from one burst halve it only once: a decrease is ignored if another happened within the last
-  ``cooldown`` seconds.
+- **Additive increase, multiplicative decrease.** After the first congestion signal (a 429, a request
+  abandoned at the timeout, or a queue seen in the latency) the limit halves, and from then on grows
+  by one per window of successes (``1/limit`` per success). Several signals from one burst halve it
+  only once: a decrease is ignored if another happened within the last ``cooldown`` seconds.
+- **Latency: is the limit buying answers or only queueing?** A self-hosted server (llama.cpp, one
+  vLLM replica) answers a fixed number of requests at a time and queues the rest without a 429: past
+  that point more concurrency raises the latency while the answer rate stays flat, until requests
+  time out. Each success reports its latency, and every *round* (``limit`` successes, about one round
+  trip) is judged as TCP Vegas judges one: the round's *lowest* latency against the lowest latency
+  seen recently (the *base*, the server's no-queue latency). Comparing minimum with minimum, as Vegas
+  does, ignores the spread of latencies (an API answering in 0.1-0.3 s shows no queue), where
+  comparing a mean with a minimum would see one. The excess is queueing: by Little's law the requests
+  waiting are ``answer rate × (round minimum − base)``. Over ``QUEUE_BETA`` of them the limit comes
+  down, in one step, to what the answer rate needs (``answer rate × base``) plus ``QUEUE_ALPHA``, but
+  to no less than half the requests then in flight (Netflix's Gradient2 also never more than halves
+  per update, so that one odd round cannot collapse the limit). Between the two it holds; under
+  ``QUEUE_ALPHA`` it grows as above. A queue that adds under ``DELAY_FLOOR`` seconds (or under the
+  base itself) is ignored: a busy client's own event loop makes that much, and it costs nothing.
+  A parallel server shows the other picture: the answer rate rises with the limit and the round
+  minimum stays at the base. In slow start, a success slower than twice the base does not grow the
+  limit, so a queue building up inside the first round is not doubled into.
+- **The timeout bounds the queue.** With a ``timeout``, the latency is kept under
+  ``TIMEOUT_SHARE`` of it: a success slower than that does not grow the limit, a round whose mean is
+  slower scales the limit down in proportion, and a success slower than twice that halves the
+  requests in flight at once (at most once per ``cooldown`` or per that latency, whichever is
+  longer). A timeout itself is a congestion signal like a 429, and the halving starts from the
+  requests in flight (TCP's flight size), so the abandoned request is sent again only once the limit
+  is below what was in flight when it was abandoned.
+- **The base is measured again.** It is the lowest latency seen; a success within 5 % of it renews
+  it. Against a queue that the limit keeps short, no success comes that fast any more, so after
+  ``BASE_TTL`` seconds without one the limiter probes, as BBR's ProbeRTT does: for one round only
+  what the answer rate needs at the old base is let in flight (``answer rate × base``, one request
+  for a serial server), and that round's lowest latency becomes the base. Then the limit returns to
+  where it was, unless a congestion signal came meanwhile. A server that became slower for everyone
+  (longer prompts, a busier API) so gets a new base instead of being read as our own queue for good.
 - **One shared pause.** A 429 carries a hint (``retry-after-ms``, ``retry-after``, ``x-ratelimit-reset-*``).
   :meth:`pause` makes *every* caller wait until that moment, so hundreds of workers do not retry in
   lock-step against a server that just asked for quiet.
@@ -29,69 +61,80 @@ The algorithm, in the way TCP and inspect_ai do it:
 
 Slots are handed over, not raced for: :meth:`release` gives a freed slot straight to the longest
 waiter, so callers are served in arrival order and a newcomer cannot overtake the queue. The fast path
-(a free slot, nobody waiting, no budget, no pause) takes no lock, creates no event and reads no clock.
+(a free slot, nobody waiting, no budget, no pause) takes no lock and creates no event; the caller
+reads the clock twice to time the request.
 
 Edge cases: the limit never falls below ``minimum`` nor rises above ``maximum``; a waiter cancelled
 before its turn leaves the queue; one cancelled after it was handed a slot passes the slot on, so a
-cancellation never leaks a slot. The clock and the sleep are parameters, for tests on virtual time.
+cancellation never leaks a slot. Successes reported without a latency (long generations, tests) take
+no part in the latency rules. The clock and the sleep are parameters, for tests on virtual time.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
 
 import anyio
 
-BURST_SECONDS = 0.1
+from asyncpipe.llm.pacing import Pacer, RecentSuccesses
+
 #: seconds without a 429 after which an inferred pace is dropped
 INFERRED_TTL = 60.0
 #: fewer successes than this in the second before a burst of 429s: no pace is inferred from it
 INFER_MIN_PER_SECOND = 50
-_SLOTS = 10  # the last second of successes, in tenths
+#: requests queued at the server (answer rate × queueing delay) under which the limit may grow ...
+QUEUE_ALPHA = 3.0
+#: ... and over which it comes down
+QUEUE_BETA = 6.0
+#: queueing delay (seconds) too small to act on, whatever the count
+DELAY_FLOOR = 0.1
+#: the share of the timeout the latency is kept under
+TIMEOUT_SHARE = 0.25
+#: seconds after which an unrenewed base latency is measured again
+BASE_TTL = 30.0
+#: fewest successes in a round (a round is otherwise ``limit`` successes)
+MIN_ROUND = 8
 
 
-class _RecentSuccesses:
-    """Successes within the last second, counted in ten buckets of a tenth of a second."""
+@dataclass(frozen=True)
+class LimiterState:
+    """What the limiter has learnt, for the progress display and ``run.json``."""
 
-    def __init__(self) -> None:
-        self.buckets = [0] * _SLOTS
-        self.slot = 0
+    limit: int
+    peak_limit: int
+    maximum: int
+    latency_s: float | None  # mean latency of the last round of successes
+    base_latency_s: float | None  # the no-queue latency it compares against
+    answer_rate_per_s: float | None  # answers per second in the last round
+    queued: float | None  # requests estimated waiting at the server in the last round
+    decreases: int  # times the limit came down, for any reason
+    latency_decreases: int  # ... of them for latency (a queue, or latency near the timeout)
+    timeouts: int  # requests abandoned at the timeout
 
-    def _advance(self, now: float) -> int:
-        slot = int(now * _SLOTS)
-        gap = slot - self.slot
-        if gap > 0:
-            for k in range(1, min(gap, _SLOTS) + 1):
-                self.buckets[(self.slot + k) % _SLOTS] = 0
-            self.slot = slot
-        return slot
-
-    def add(self, now: float) -> None:
-        self.buckets[self._advance(now) % _SLOTS] += 1
-
-    def per_second(self, now: float) -> int:
-        self._advance(now)
-        return sum(self.buckets)
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-class _Pacer:
-    """Spend ``amount`` of a per-minute budget: returns how long to wait before going."""
+class _Round:
+    """Latencies of the successes of one round: count, lowest, sum, and when the round began."""
 
-    def __init__(self, per_minute: float, burst_seconds: float = BURST_SECONDS) -> None:
-        self.burst_seconds = burst_seconds
-        self.next_free = 0.0
-        self.set_rate(per_minute)
+    __slots__ = ("began", "count", "lowest", "total")
 
-    def set_rate(self, per_minute: float) -> None:
-        self.per_minute = per_minute
-        self.interval = 60.0 / per_minute  # seconds per unit
-        self.burst = per_minute / 60.0 * self.burst_seconds  # units that may go at once after a quiet spell
+    def __init__(self, began: float | None) -> None:
+        self.began = began
+        self.count = 0
+        self.lowest = float("inf")
+        self.total = 0.0
 
-    def reserve(self, now: float, amount: float = 1.0) -> float:
-        start = max(self.next_free, now - self.burst * self.interval)
-        self.next_free = start + amount * self.interval
-        return max(0.0, self.next_free - self.burst * self.interval - now)
+    def add(self, latency: float, now: float) -> None:
+        if not self.count:  # after an idle spell the round begins when its first request was sent
+            self.began = now - latency if self.began is None else max(self.began, now - latency)
+        self.count += 1
+        self.total += latency
+        if latency < self.lowest:
+            self.lowest = latency
 
 
 class AdaptiveLimiter:
@@ -104,6 +147,7 @@ class AdaptiveLimiter:
         rpm: float | None = None,
         tpm: float | None = None,
         cooldown: float = 1.0,
+        timeout: float | None = None,
         clock: Callable[[], float] = anyio.current_time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -115,23 +159,46 @@ class AdaptiveLimiter:
         self.cooldown = cooldown
         self.peak_limit = int(self.limit)
         self.decreases = 0
-        self._clock = clock
+        self.clock = clock  # public: callers time their requests with it
         self._sleep = sleep
         self._last_decrease = -1e18
         self._resume_at = 0.0
         self._waiters: deque[anyio.Event] = deque()
-        self._rpm = _Pacer(rpm) if rpm else None
+        self._rpm = Pacer(rpm) if rpm else None
         self._rpm_given = bool(rpm)
-        self._tpm = _Pacer(tpm) if tpm else None
+        self._tpm = Pacer(tpm) if tpm else None
         #: "given", "server" (announced), "inferred" (from 429 bursts) or None
         self.rpm_source: str | None = "given" if rpm else None
-        self._recent = _RecentSuccesses()
+        self._recent = RecentSuccesses()
+        self.timeout = timeout
+        #: the lowest latency seen lately (seconds): the server's no-queue latency
+        self.base_latency: float | None = None
+        self._base_renewed = 0.0
+        #: the last finished round's mean latency and answer rate (answers per second)
+        self.latency: float | None = None
+        self.answer_rate: float | None = None
+        #: requests waiting at the server in the last round, as estimated (answer rate × queueing delay)
+        self.queued: float | None = None
+        self.latency_decreases = 0
+        self.timeouts = 0
+        self._round = _Round(None)
+        self._grow = True  # the last round's verdict: False while a queue holds the limit
+        self._probe_from: tuple[float, float] | None = None  # (limit to restore, since) in a probe
 
     @property
     def rpm(self) -> float | None:
         """The requests-per-minute pace in force: given, announced by the server, or inferred from 429s
         (``rpm_source`` says which); ``None`` when requests are not paced."""
         return self._rpm.per_minute if self._rpm is not None else None
+
+    def state(self) -> LimiterState:
+        def rounded(value: float | None, digits: int = 3) -> float | None:
+            return None if value is None else round(value, digits)
+
+        latencies = (rounded(self.latency), rounded(self.base_latency))
+        rate, queued = rounded(self.answer_rate, 1), rounded(self.queued, 1)
+        counts = (self.decreases, self.latency_decreases, self.timeouts)
+        return LimiterState(int(self.limit), self.peak_limit, self.maximum, *latencies, rate, queued, *counts)
 
     # -- slots ------------------------------------------------------------------------------------
     async def acquire(self, tokens: int = 0) -> None:
@@ -159,7 +226,7 @@ class AdaptiveLimiter:
             raise
 
     async def _wait_for_turn(self, tokens: int) -> None:
-        now = self._clock()
+        now = self.clock()
         delay = max(0.0, self._resume_at - now)
         if self._rpm is not None:
             delay = max(delay, self._rpm.reserve(now))
@@ -168,25 +235,41 @@ class AdaptiveLimiter:
         if delay > 0:
             await self._sleep(delay)
         # a pause may have been called while we slept
-        while (remaining := self._resume_at - self._clock()) > 0:
+        while (remaining := self._resume_at - self.clock()) > 0:
             await self._sleep(remaining)
         self._resume_at = 0.0  # the pause is over: back to the fast path
 
-    def release(self, *, ok: bool = True, rate_limited: bool = False) -> None:
-        used = self.in_flight >= int(self.limit) or bool(self._waiters)
+    def release(
+        self,
+        *,
+        ok: bool = True,
+        rate_limited: bool = False,
+        timed_out: bool = False,
+        latency: float | None = None,
+    ) -> None:
+        """Give the slot back. ``latency`` (seconds, successes only) feeds the latency rules;
+        ``timed_out`` says the request was abandoned at the timeout."""
+        flight = self.in_flight
+        used = flight >= int(self.limit) or bool(self._waiters)
         self.in_flight -= 1
         if rate_limited:
             self._decrease()
+        elif timed_out:
+            self.timeouts += 1
+            self._decrease(flight)
         elif ok:
             if self.rpm_source is None or self.rpm_source == "inferred":
                 self._note_success()
-            if used:
+            grow = True
+            if latency is not None:
+                grow = self._observe(latency, flight)
+            if used and grow:
                 self._increase()
         if self._waiters:
             self._hand_over()
 
     def _note_success(self) -> None:
-        now = self._clock()
+        now = self.clock()
         self._recent.add(now)
         if self.rpm_source == "inferred" and now - self._last_decrease > INFERRED_TTL:
             self._rpm, self.rpm_source = None, None  # quiet for a long while: probe for more again
@@ -205,16 +288,86 @@ class AdaptiveLimiter:
         if int(self.limit) > self.peak_limit:
             self.peak_limit = int(self.limit)
 
-    def _decrease(self) -> None:
-        now = self._clock()
+    def _decrease(self, flight: int | None = None, *, cooldown: float | None = None) -> bool:
+        """Halve the limit (or the requests in flight, ``flight``, when fewer); False in a cooldown."""
+        now = self.clock()
         self.slow_start = False
-        if now - self._last_decrease < self.cooldown:
-            return
+        if now - self._last_decrease < (self.cooldown if cooldown is None else cooldown):
+            return False
         self._last_decrease = now
         self.decreases += 1
-        self.limit = max(float(self.minimum), self.limit / 2)
-        if self.rpm_source is None or self.rpm_source == "inferred":
+        basis = self.limit if flight is None else min(self.limit, float(flight))
+        self.limit = max(float(self.minimum), basis / 2)
+        if flight is None and (self.rpm_source is None or self.rpm_source == "inferred"):
             self._infer_rpm(now)
+        return True
+
+    # -- latency ----------------------------------------------------------------------------------
+    def _observe(self, latency: float, flight: int) -> bool:
+        """Note one success's latency; whether it may grow the limit (see the module docstring)."""
+        now = self.clock()
+        base = self.base_latency
+        if base is None or latency <= base * 1.05:
+            if base is None or latency < base:
+                self.base_latency = base = latency
+            self._base_renewed = now
+        self._round.add(latency, now)
+        grow = self._grow
+        if self.slow_start and latency > 2 * base + DELAY_FLOOR / 2:
+            grow = False  # a queue may be building inside this round: do not double into it
+        if self.timeout and latency > self.timeout * TIMEOUT_SHARE:
+            grow = False
+            # twice that is an emergency: do not wait for the round to end
+            if latency > 2 * self.timeout * TIMEOUT_SHARE and self._decrease(
+                flight, cooldown=max(self.cooldown, latency)
+            ):
+                self.latency_decreases += 1
+        if self._round.count >= max(MIN_ROUND, int(self.limit)):
+            self._end_round(now, flight)
+            grow = grow and self._grow
+        return grow
+
+    def _end_round(self, now: float, flight: int) -> None:
+        finished = self._round
+        self._round = _Round(now)
+        began = finished.began if finished.began is not None else now
+        rate = finished.count / max(now - began, 1e-9)
+        mean = finished.total / finished.count
+        self.latency, self.answer_rate = mean, rate
+        if self._probe_from is not None:  # the probe round: its lowest is the no-queue latency now
+            restore, started = self._probe_from
+            self.base_latency, self._base_renewed, self._probe_from = finished.lowest, now, None
+            if self._last_decrease < started:  # nothing said to slow down meanwhile: back where it was
+                self.limit = max(self.limit, restore)
+        base = self.base_latency if self.base_latency is not None else finished.lowest
+        if now - self._base_renewed > BASE_TTL:
+            # not renewed for long: measure it again with only what the answer rate needs in flight
+            self._probe_from, self._grow = (self.limit, now), False
+            self.limit = max(float(self.minimum), min(self.limit, rate * base))
+            return
+        delay = finished.lowest - base
+        self.queued = queued = rate * max(0.0, delay)
+        self._grow = True
+        if delay > max(DELAY_FLOOR, base):
+            if queued > QUEUE_BETA:
+                target = max(rate * base + QUEUE_ALPHA, min(self.limit, float(flight)) / 2)
+                if target < self.limit:
+                    self._lower_to(target, now)
+                self._grow = False
+            elif queued > QUEUE_ALPHA:
+                self._grow = False
+        if self.timeout and mean > self.timeout * TIMEOUT_SHARE:
+            self._grow = False
+            self._lower_to(self.limit * self.timeout * TIMEOUT_SHARE / mean, now)
+
+    def _lower_to(self, target: float, now: float) -> None:
+        target = max(float(self.minimum), target)
+        if target < self.limit:
+            self.limit = target
+            self.slow_start = False
+            self.decreases += 1
+            self.latency_decreases += 1
+            self._last_decrease = now
 
     def _infer_rpm(self, now: float) -> None:
         """Pace at what the server let through in the last second (see the module docstring)."""
@@ -222,7 +375,7 @@ class AdaptiveLimiter:
         if per_second < INFER_MIN_PER_SECOND:
             return
         if self._rpm is None:
-            self._rpm = _Pacer(per_second * 60.0)
+            self._rpm = Pacer(per_second * 60.0)
         else:
             self._rpm.set_rate(per_second * 60.0)
         self.rpm_source = "inferred"
@@ -230,14 +383,14 @@ class AdaptiveLimiter:
     def pause(self, seconds: float) -> None:
         """Hold every caller until ``seconds`` from now (the server's retry hint)."""
         if seconds > 0:
-            self._resume_at = max(self._resume_at, self._clock() + seconds)
+            self._resume_at = max(self._resume_at, self.clock() + seconds)
 
     def learn_rpm(self, rpm: float | None) -> None:
         """Pace at the server's announced requests-per-minute limit, unless ``rpm`` was given."""
         if self._rpm_given or not rpm:
             return
         if self._rpm is None:
-            self._rpm = _Pacer(rpm)
+            self._rpm = Pacer(rpm)
         elif self._rpm.per_minute != rpm:
             self._rpm.set_rate(rpm)
         self.rpm_source = "server"

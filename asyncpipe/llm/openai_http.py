@@ -200,7 +200,9 @@ class OpenAIHTTPProvider:
             async with session.post(self._url, data=data) as response:
                 return response.status, response.headers, await response.read()
         except TimeoutError:
-            raise RetryableAPIError(f"no answer within {self._timeout_seconds:g}s (--timeout)") from None
+            raise RetryableAPIError(
+                f"no answer within {self._timeout_seconds:g}s (--timeout)", timed_out=True
+            ) from None
         except aiohttp.ClientError as exc:
             raise RetryableAPIError(f"connection error: {type(exc).__name__}: {exc}".strip()) from None
 

@@ -92,7 +92,7 @@ class ModelPool:
         if model not in self._limiters:
             maximum = min(self.concurrency, provider.max_concurrency)
             self._limiters[model] = AdaptiveLimiter(
-                maximum, initial=min(maximum, 16), rpm=self.rpm, tpm=self.tpm
+                maximum, initial=min(maximum, 16), rpm=self.rpm, tpm=self.tpm, timeout=self.timeout
             )
         return LLMClient(
             provider,

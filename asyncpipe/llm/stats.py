@@ -14,6 +14,7 @@ class RunStats:
     cache_hits: int = 0
     retries: int = 0
     rate_limited: int = 0
+    timeouts: int = 0  # attempts abandoned at --timeout (each one retried or failed)
     failed: int = 0  # requests that ended in an error after their last attempt
     prompt_tokens: int = 0
     completion_tokens: int = 0

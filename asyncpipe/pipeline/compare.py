@@ -212,6 +212,7 @@ class Run:
         self.pool.open_cache(cfg.cache_path or cfg.output / "cache.sqlite")
         self.classifier = self.pool.client(cfg.classify_model, self.stats)
         self.describer = self.pool.client(cfg.describe_model, self.describe_stats)
+        self.reporter.limiter = self.classifier.limiter
 
     async def close(self) -> None:
         if self.owns_pool:
@@ -669,6 +670,7 @@ class Run:
             },
             "loop": self.loop_record(),
             "stats": self.stats_record(),
+            "limiter": self.classifier.limiter.state().to_dict(),
             "packages": package_versions(),
             "selected_step": None,
             "selection_reason": None,

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from asyncpipe.config import Price
+from asyncpipe.llm.limiter import AdaptiveLimiter
 from asyncpipe.llm.stats import RunStats
 
 
@@ -22,8 +23,21 @@ def _tokens(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
+def limiter_text(limiter: AdaptiveLimiter) -> str:
+    """ "limit 12/64 · latency 0.84s (base 0.25s)": the concurrency limit and what it follows."""
+    text = f"limit {int(limiter.limit)}/{limiter.maximum}"
+    if limiter.latency is not None:
+        text += f" · latency {limiter.latency:.2f}s"
+        if limiter.base_latency is not None:
+            text += f" (base {limiter.base_latency:.2f}s)"
+    if limiter.timeouts:
+        text += f" · {limiter.timeouts} timeouts"
+    return text
+
+
 class Reporter:
-    """Progress for one run. ``price`` (set once the model is known) adds a running cost estimate."""
+    """Progress for one run. ``price`` (set once the model is known) adds a running cost estimate;
+    ``limiter`` (the classifier's) adds its concurrency limit and the latency it measures."""
 
     def __init__(self, stats: RunStats, *, quiet: bool = False, console: Console | None = None) -> None:
         self.stats = stats
@@ -31,6 +45,7 @@ class Reporter:
         self.live = self.console.is_terminal and not quiet
         self.quiet = quiet
         self.price: Price | None = None
+        self.limiter: AdaptiveLimiter | None = None
         self._progress: Progress | None = None
         self._task = None
         self._phase_start = time.monotonic()
@@ -75,6 +90,8 @@ class Reporter:
         ]
         if cost is not None:
             parts.append(f"≈${cost:.4f}")
+        if self.limiter is not None:
+            parts.append(limiter_text(self.limiter))
         return " · ".join(parts)
 
     def advance(self, n: int = 1) -> None:
