@@ -742,3 +742,33 @@ def test_a_timeout_is_a_congestion_signal_and_halves_what_was_in_flight():
     assert limiter.limit == 5  # half of the ten in flight, not half of the limit
     assert limiter.timeouts == 1 and limiter.decreases == 1
     assert not limiter.slow_start
+
+
+def test_a_request_abandoned_at_the_timeout_is_sent_again_under_a_lower_limit():
+    class TimesOutOnce(CapturingProvider):
+        def __init__(self, limiter: AdaptiveLimiter) -> None:
+            super().__init__(classify_answer())
+            self.limiter = limiter
+            self.limits_when_sent: list[int] = []
+
+        async def _exchange(self, data: bytes):
+            self.limits_when_sent.append(int(self.limiter.limit))
+            if len(self.limits_when_sent) == 1:  # what the real exchange raises at --timeout
+                raise RetryableAPIError("no answer within 5s (--timeout)", timed_out=True)
+            return await super()._exchange(data)
+
+    limiter = AdaptiveLimiter(64, initial=16, timeout=5.0)
+    provider = TimesOutOnce(limiter)
+    stats = RunStats()
+    client = LLMClient(
+        provider, cache=None, policy=RetryPolicy(sleep=Recorder()), limiter=limiter, stats=stats
+    )
+
+    async def main() -> LabelScore:
+        return await client.row_scorer(classify_prompt(), ROW_PLACEHOLDER).score("a row")
+
+    result = anyio.run(main)
+    assert result.p_a is not None
+    first, second = provider.limits_when_sent
+    assert second < first  # the timeout was a congestion signal before the request went again
+    assert (stats.timeouts, stats.retries, limiter.timeouts) == (1, 1, 1)

@@ -113,6 +113,10 @@ def test_each_fault_kind(tmp_path, kind):
         ].to_list()
     assert len(fake.requests) <= logical_requests(out) * MAX_ATTEMPTS
     assert json.loads((out / "run.json").read_text())["stats"]["retries"] >= (0 if kind == "no_labels" else 1)
+    if kind == "timeout":  # counted, and taken as a congestion signal by the limiter
+        run_info = json.loads((out / "run.json").read_text())
+        assert run_info["stats"]["timeouts"] >= 1
+        assert run_info["limiter"]["timeouts"] >= 1 and run_info["limiter"]["decreases"] >= 1
 
 
 def test_mixed_faults_at_twenty_percent(tmp_path):

@@ -106,6 +106,7 @@ async def classify_saved(args, reporter: Reporter) -> Path:
     prepare_output_dir(args.output, fingerprint, command="classify", force=args.force, resume=False)
     pool.open_cache(args.cache or args.output / "cache.sqlite")
     client = pool.client(model, reporter.stats)
+    reporter.limiter = client.limiter
     started = time.time()
     texts = [t for side in sides for t in side.texts]
     reporter.phase("classifying", len(texts))
@@ -141,6 +142,7 @@ async def classify_saved(args, reporter: Reporter) -> Path:
         "inputs": [str(f) for f in files],
         "labels": document.get("labels"),
         "stats": reporter.stats.to_dict(),
+        "limiter": client.limiter.state().to_dict(),
         "wall_seconds": round(time.time() - started, 3),
     }
     if len(sides) == 2:
