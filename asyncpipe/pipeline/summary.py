@@ -38,7 +38,7 @@ def print_summary(outcome: Outcome, console: Console) -> None:
     if stats is not None:
         spent = "unknown (no price in config/models.yaml)" if cost is None else f"${cost:.4f}"
         console.print(
-            f"Requests sent: {stats.requests} ({stats.retries} retries, {stats.rate_limited}×429) · answers from the cache: "
+            f"Requests sent: {stats.requests} ({stats.retries} retries, {stats.rate_limited}×429, {stats.timeouts} timeouts) · answers from the cache: "
             f"{stats.cache_hits} · tokens: {stats.prompt_tokens} in ({stats.cached_tokens} cached by the provider), "
             f"{stats.completion_tokens} out · estimated cost of this run: {spent} · unscored rows: {stats.unscored}",
             markup=False,
