@@ -10,7 +10,10 @@ command then runs twice on the same data, each in its own output directory with 
 
 - today's behaviour: ``--patience 0 --race off`` (every batch, every description scored on every
   validation row);
+- patience alone: ``--race off`` (to show what each part saves);
 - the defaults: ``--patience 5``, racing on.
+
+It also prints what ``--dry-run`` estimates for the defaults: the upper bound, and the earliest stop.
 
 Both use ``--model gpt-4.1-mini`` (so the fake's token counts are priced at its list price) and print
 requests, tokens (and the share the fake's prompt cache served), estimated dollars and the selected
@@ -38,6 +41,7 @@ STRENGTHS = [0.3, 0.8, 1.2, 1.45, 1.6, 1.5, 1.15, 1.55, 1.3, 1.0, 1.58, 1.4, 1.5
 
 MODES = {
     "every step (today)": ["--patience", "0", "--race", "off"],
+    "patience 5 only": ["--race", "off"],
     "defaults (patience 5, race)": [],
 }
 
@@ -82,6 +86,27 @@ def run_mode(base_url: str, a: Path, b: Path, out: Path, flags: list[str]) -> di
     }
 
 
+def dry_run(base_url: str, a: Path, b: Path, out: Path):
+    """What ``--dry-run`` estimates for the defaults (in this process: it sends and writes nothing)."""
+    from asyncpipe.cli import build_config, build_parser
+
+    argv = [
+        "compare",
+        str(a),
+        str(b),
+        "--base-url",
+        base_url,
+        "--model",
+        "gpt-4.1-mini",
+        "--output",
+        str(out),
+    ]
+    cfg = build_config(build_parser().parse_args([*argv, "--dry-run"]), lambda _message: None)
+    from asyncpipe.pipeline.estimate import estimate_run
+
+    return estimate_run(cfg)
+
+
 def row(name: str, result: dict) -> str:
     stats = result["run"]["stats"]
     loop = result["run"].get("loop") or {}
@@ -108,6 +133,7 @@ def main() -> None:
         a, b = write_inputs(folder, args.pairs)
         for index, (name, flags) in enumerate(MODES.items()):
             results[name] = run_mode(server.base_url, a, b, folder / f"out{index}", flags)
+        bound = dry_run(server.base_url, a, b, folder / "dry")
     print(
         f"bench-cost: {args.pairs} pairs, batch 16, gpt-4.1-mini prices, scripted description strengths "
         f"{STRENGTHS[:6]}… (best at step {STRENGTHS.index(max(STRENGTHS)) + 1})"
@@ -118,7 +144,18 @@ def main() -> None:
     )
     for name, result in results.items():
         print(row(name, result))
-    today, new = results.values()
+    spent_by_defaults = results["defaults (patience 5, race)"]["run"]["stats"]
+    print(
+        f"--dry-run for the defaults: a bound of {bound.describe.requests + bound.classify.requests:,} requests, "
+        f"${bound.cost:.4f} (the defaults spent {spent_by_defaults['requests']:,}, "
+        f"${spent_by_defaults['estimated_cost_usd']:.4f}); the earliest stop it names: "
+        + (
+            f"{bound.earliest.describe.requests + bound.earliest.classify.requests:,} requests, ${bound.earliest.cost:.4f}"
+            if bound.earliest is not None and bound.earliest.cost is not None
+            else "none"
+        )
+    )
+    today, new = results["every step (today)"], results["defaults (patience 5, race)"]
     spent = new["run"]["stats"]["estimated_cost_usd"] / today["run"]["stats"]["estimated_cost_usd"]
     asked = new["run"]["stats"]["requests"] / today["run"]["stats"]["requests"]
     gap = new["loss"] - today["loss"]
