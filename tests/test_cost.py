@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import polars as pl
@@ -16,13 +17,19 @@ import pytest
 
 from tests.conftest import fake_compare, fruit_rows, run_cli, start_cli, write_jsonl
 from tests.fake_openai import STRENGTH, FakeOpenAI, ServerThread, graded_scorer, scripted_describer
-from tests.test_interrupts import wait_until
 
 # step 3 is the best by far; steps 2 and 4-6 are clearly worse than the best before them
 STRENGTHS = [1.0, 0.0, 2.5, 0.0, 0.0, 0.0, 0.0]
 VALIDATION_ROWS = 60  # 30 pairs, from each file
 RACE_ROWS = 40  # 20 pairs
 BATCH_ROWS = 16  # 8 pairs
+
+
+def wait_for(condition, process) -> None:
+    """Poll while the run goes on (no guessed sleep, no clock); fail if the run ends first."""
+    while not condition():
+        assert process.poll() is None, "the run ended before the moment to interrupt it"
+        time.sleep(0.02)
 
 
 def inputs(tmp_path: Path) -> tuple[Path, Path]:
@@ -160,7 +167,7 @@ def test_kill_9_mid_race_then_resume_buys_nothing_twice(tmp_path):
     with ServerThread(fake, port=port) as server:
         process = start_cli(*command(server, a, b, out, "--patience", "3", "--concurrency", "4"))
         # in step 5: steps 1-4 bought 16 + 60, 16 + 40, 16 + 60, 16 + 40 rows
-        wait_until(lambda: len(fake.classify_requests()) >= 264 + 10)
+        wait_for(lambda: len(fake.classify_requests()) >= 264 + 10, process)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
     first_run = fake.classify_requests()
