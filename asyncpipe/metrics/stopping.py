@@ -9,9 +9,9 @@ Two pure rules, no I/O:
   (:func:`race_pairs`: a quarter, at least 20 pairs, spread evenly over the validation sample). It is
   scored on the other validation rows only when it could still beat the best step so far — *unless the
   one-sided 95 % lower confidence bound of the mean per-row log-loss difference (new − best, paired on
-  the same rows) lies above zero* (:func:`race_verdict`). The bound uses the normal quantile, which is
-  close to Student's t at the 40 or more rows a race has (1.645 against 1.685 at 40 rows); per-row
-  differences of log losses are not normal, but their mean over 40+ rows is near enough.
+  the same rows) lies above zero* (:func:`race_verdict`). The bound is Student's t (the paired t
+  bound, scipy's quantile); per-row differences of log losses are not normal, but their mean over the 40
+  or more rows of a race is near enough.
 
 An unscored row costs log 2 in a race, the loss of a coin toss, so a description cannot win a race by
 leaving hard rows unanswered, nor lose one because the endpoint failed on a row.
@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
+
+from scipy.stats import t as student_t
 
 #: as in :mod:`asyncpipe.metrics.scores`, so a race row's loss is the summary's per-row term
 EPS = 1e-15
@@ -30,8 +31,8 @@ EPS = 1e-15
 UNSCORED_LOSS = math.log(2.0)
 RACE_FRACTION = 0.25
 RACE_MIN_PAIRS = 20
-#: one-sided 95 % normal quantile
-RACE_Z = NormalDist().inv_cdf(0.95)
+#: the confidence of the one-sided bound
+RACE_CONFIDENCE = 0.95
 
 
 def row_log_losses(labels: Sequence[str], p_a: Sequence[float | None]) -> list[float]:
@@ -81,10 +82,12 @@ class RaceVerdict:
         )
 
 
-def race_verdict(new: Sequence[float], best: Sequence[float], *, z: float = RACE_Z) -> RaceVerdict:
-    """Lose the race (``go_on=False``) only when the one-sided lower confidence bound of the mean
-    per-row log-loss difference, new − best on the same rows, is above zero. With fewer than two rows
-    there is no evidence, and the description goes on."""
+def race_verdict(
+    new: Sequence[float], best: Sequence[float], *, confidence: float = RACE_CONFIDENCE
+) -> RaceVerdict:
+    """Lose the race (``go_on=False``) only when the one-sided lower confidence bound (paired t) of the
+    mean per-row log-loss difference, new − best on the same rows, is above zero. With fewer than two
+    rows there is no evidence, and the description goes on."""
     if len(new) != len(best):
         raise ValueError(f"a race pairs rows: {len(new)} new losses against {len(best)} best")
     n = len(new)
@@ -94,7 +97,7 @@ def race_verdict(new: Sequence[float], best: Sequence[float], *, z: float = RACE
     diffs = [a - b for a, b in zip(new, best, strict=True)]
     mean = math.fsum(diffs) / n
     variance = math.fsum((d - mean) ** 2 for d in diffs) / (n - 1)
-    bound = mean - z * math.sqrt(variance / n)
+    bound = mean - float(student_t.ppf(confidence, n - 1)) * math.sqrt(variance / n)
     return RaceVerdict(not bound > 0.0, n, mean, bound)
 
 
