@@ -23,8 +23,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy.stats import t as student_t
-
 #: as in :mod:`asyncpipe.metrics.scores`, so a race row's loss is the summary's per-row term
 EPS = 1e-15
 #: what an unscored row costs in a race
@@ -97,6 +95,8 @@ def race_verdict(
     diffs = [a - b for a, b in zip(new, best, strict=True)]
     mean = math.fsum(diffs) / n
     variance = math.fsum((d - mean) ** 2 for d in diffs) / (n - 1)
+    from scipy.stats import t as student_t  # only when a race is run: scipy.stats takes a second to import
+
     bound = mean - float(student_t.ppf(confidence, n - 1)) * math.sqrt(variance / n)
     return RaceVerdict(not bound > 0.0, n, mean, bound)
 
