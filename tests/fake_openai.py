@@ -40,6 +40,7 @@ CACHE_MIN_TOKENS = 1024
 CACHE_STEP_TOKENS = 128
 FAULTS = (
     "rate_limit",
+    "rate_limit_retry_after",
     "quota",
     "500",
     "502",
@@ -153,6 +154,8 @@ class FakeOpenAI:
     #: fault(request_number, body) -> a name from FAULTS, or None
     fault: Callable[[int, dict], str | None] | None = None
     latency: Callable[[], float] | float = 0.0
+    #: extra seconds before answering a describe request (to interrupt a run in a describe step)
+    describe_latency: float = 0.0
     model: str = "fake-model"
     #: enforce a requests-per-minute cap with 429 + retry-after (fixed one-second windows)
     rpm: float | None = None
@@ -238,7 +241,7 @@ class FakeOpenAI:
 
     @staticmethod
     def error(
-        status: int, message: str, kind: str, code: str | None, headers: dict | None = None
+        status: int, message: str, kind: str | None, code: str | None, headers: dict | None = None
     ) -> web.Response:
         return web.json_response(
             {"error": {"message": message, "type": kind, "param": None, "code": code}},
@@ -278,6 +281,8 @@ class FakeOpenAI:
                     {"retry-after": "1", "x-ratelimit-reset-requests": "1s"},
                 )
             self._window = (start, used + 1)
+        if self.describe_latency and not is_classify(body):
+            await asyncio.sleep(self.describe_latency)
         fault = self.fault(number, body) if self.fault else None
         if fault:
             return await self.inject(fault, request, body)
@@ -303,6 +308,18 @@ class FakeOpenAI:
                     "x-ratelimit-remaining-requests": "0",
                     "x-ratelimit-reset-requests": "20ms",
                 },
+            )
+        if fault == "rate_limit_retry_after":
+            # Azure OpenAI's 429: the wait is in ``retry-after`` alone (its message has no "try again in")
+            self.answered_429 += 1
+            return self.error(
+                429,
+                "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 "
+                "have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after "
+                "7 seconds.",
+                None,
+                "429",
+                {"retry-after": "7"},
             )
         if fault == "refused":  # OpenAI's content-policy refusal of one prompt
             return self.error(

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from tests.conftest import fruit_rows, run_cli, write_jsonl
@@ -49,6 +50,18 @@ def make_case(tmp_path: Path, case: str) -> tuple[list, str]:
     if case == "null_text":
         write_jsonl(bad, [{"answer": "a"}, {"answer": None}, {"answer": "c"}])
         return [bad, ok], "no text"
+    if case == "nan_text":
+        # json.loads reads NaN as a float: a text column of numbers with a NaN among them
+        bad.write_text('{"answer": 1.5}\n{"answer": NaN}\n{"answer": 2.5}\n')
+        return [bad, ok], "no text"
+    if case == "nan_text_parquet":
+        path = tmp_path / "bad.parquet"
+        pl.DataFrame({"answer": [1.5, float("nan"), 2.5]}).write_parquet(path)
+        return [path, ok], "no text"
+    if case == "csv_unquoted_empty_field":
+        path = tmp_path / "bad.csv"
+        path.write_text('question,answer\nq0,"fine"\nq1,\nq2,also fine\n')
+        return [path, ok], "no text"
     if case == "json_not_list":
         path = tmp_path / "d.json"
         path.write_text('{"answer": "x"}')
@@ -75,6 +88,9 @@ CASES = [
     "missing_column",
     "named_column_missing",
     "null_text",
+    "nan_text",
+    "nan_text_parquet",
+    "csv_unquoted_empty_field",
     "json_not_list",
     "bad_config",
     "bad_batch_size",

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import PLANTED_KEY, fake_compare, fruit_files, fruit_rows, run_cli, write_jsonl
-from tests.fake_openai import FakeOpenAI, ServerThread, row_of, top_logprobs_for
+from tests.fake_openai import FakeOpenAI, ServerThread, keyword_scorer, row_of, top_logprobs_for
 
 
 def compare(server, files, out: Path, *extra: str | Path):
@@ -428,3 +428,46 @@ def test_a_reasoning_model_describes_with_room_to_think(server, fake, files, tmp
     assert describe["max_completion_tokens"] == 500 + 16_000 and "max_tokens" not in describe
     assert "temperature" not in describe and "seed" not in describe
     assert all(body["max_tokens"] == 1 for body in fake.classify_requests())
+
+
+def test_a_shared_cache_keeps_models_and_servers_apart(tmp_path):
+    """Two servers, or two models on one server, sharing one --cache never get each other's answers: the
+    cache key holds the base URL and the model (the same run against the same endpoint sends nothing)."""
+    a, b = fruit_files(tmp_path, 8)
+    cache = tmp_path / "shared.sqlite"
+    first = FakeOpenAI()
+    # a second server that disagrees with the first on every row
+    other = FakeOpenAI(scorer=keyword_scorer("banana", "apple"), model="other-model")
+
+    def run(server, model: str, out: str):
+        result = run_cli(
+            "compare", a, b, "--base-url", server.base_url, "--model", model, "--output", tmp_path / out,
+            "--cache", cache, "--max-steps", "1", "--batch-size", "4", "--quiet",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return pl.read_parquet(tmp_path / out / "predictions.parquet").sort("label", "row")["p_a"].to_list()
+
+    with ServerThread(first) as one, ServerThread(other) as two:
+        p_first = run(one, "fake-model", "one")
+        sent = first.count
+        assert run(one, "fake-model", "one-again") == p_first and first.count == sent  # all from the cache
+        p_other = run(two, "fake-model", "two")  # same model name, another base URL
+        assert other.count == sent
+        assert all(x != y for x, y in zip(p_first, p_other, strict=True))
+        run(one, "another-model", "three")  # same base URL, another model
+        assert first.count == 2 * sent
+
+
+def test_the_report_of_a_run_shows_the_held_out_test_accuracy(server, fake, files, tmp_path):
+    """The figure the README says to publish: the report of a real run has the test cards, with their n."""
+    out = tmp_path / "out"
+    assert compare(server, files, out).returncode == 0
+    final = json.loads((out / "run.json").read_text())["final"]
+    assert final["raw"]["test"]["n"] == 8  # 10% of 40 pairs, from both files
+    html = (out / "index.html").read_text()
+    start = html.index("<h3>Held-out test accuracy")
+    section = html[start : html.index("<h3>", start + 1)]
+    cards = re.findall(r'<div class="card-title">test, ([^<]+)</div>(.*?)</div></div>', section)
+    assert [title for title, _ in cards] == ["raw", "bias-corrected"]
+    for _, body in cards:
+        assert "n = 8" in body and ">100.0%<" in body  # the fake tells every row apart

@@ -772,3 +772,53 @@ def test_a_request_abandoned_at_the_timeout_is_sent_again_under_a_lower_limit():
     first, second = provider.limits_when_sent
     assert second < first  # the timeout was a congestion signal before the request went again
     assert (stats.timeouts, stats.retries, limiter.timeouts) == (1, 1, 1)
+
+
+def test_a_retry_after_of_7_seconds_is_the_retrys_wait_and_holds_back_every_request():
+    """Azure-style 429 (the wait only in ``retry-after: 7``) over real HTTP, on a virtual clock: the
+    provider reads the header, the client pauses the limiter, the policy waits that long; the other rows,
+    queued behind the refused one, are not sent before those 7 seconds are up either."""
+    clock = VirtualClock()
+    retry_waits: list[float] = []
+
+    async def policy_sleep(seconds: float) -> None:
+        retry_waits.append(seconds)
+        await clock.sleep(seconds)
+
+    fake = FakeOpenAI(fault=lambda n, body: "rate_limit_retry_after" if n == 1 else None)
+    sent_at: list[tuple[float, str]] = []
+
+    class Timed(OpenAIHTTPProvider):
+        async def _exchange(self, data: bytes):
+            sent_at.append((clock(), row_of(json.loads(data))))
+            return await super()._exchange(data)
+
+    rows = [f"row {i} apples" for i in range(6)]
+    with ServerThread(fake) as server:
+        provider = Timed(
+            "fake-model", base_url=server.base_url, api_key="sk-test", facts=model_facts("fake-model")
+        )
+        client = LLMClient(
+            provider,
+            cache=None,
+            # a backoff far from 7 s either way, so that only the hint can make the wait 7 s
+            policy=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=60.0, sleep=policy_sleep),
+            limiter=AdaptiveLimiter(4, initial=1, clock=clock, sleep=clock.sleep),
+            stats=RunStats(),
+        )
+
+        async def main() -> list:
+            try:
+                return (await classify_rows(client, classify_prompt(), rows, workers=4)).values()
+            finally:
+                await client.aclose()
+
+        values = anyio.run(main)
+    assert all(v == pytest.approx(0.9) for v in values)
+    assert fake.answered_429 == 1 and fake.count == len(rows) + 1
+    assert len(retry_waits) == 1 and 7.0 <= retry_waits[0] <= 7.0 * 1.1 + 0.01  # the hint plus jitter
+    first_time, first_row = sent_at[0]
+    assert first_time == 0.0
+    # every later request, the refused row's retry and the rows behind it, waited the 7 seconds out
+    assert [t for t, _ in sent_at[1:]] and all(t >= 7.0 for t, _ in sent_at[1:]), sent_at
+    assert client.stats.rate_limited == 1 and client.stats.retries == 1

@@ -1,7 +1,7 @@
 """The fault matrix: each kind of failure injected by the fake server, one at a time and mixed.
 
 For every kind the run either finishes with every row of both files in predictions.parquet (scored, or
-unscored with its reason) or, for a permanent refusal, stops within seconds with one clear line; and
+unscored with its reason) or, for a permanent refusal, stops at once with one clear line; and
 the server's request count shows that retries stayed bounded.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 import polars as pl
 import pytest
@@ -51,7 +50,6 @@ def run(tmp_path, fault, *extra: str):
     cfg = tmp_path / "fast.yaml"
     cfg.write_text("retry_base_delay: 0.01\nretry_max_delay: 0.05\n")
     fake = FakeOpenAI(fault=fault, timeout_sleep=3.0)
-    started = time.monotonic()
     with ServerThread(fake) as server:
         result = run_cli(
             *fake_compare(server, a, b, tmp_path / "out"),
@@ -68,7 +66,7 @@ def run(tmp_path, fault, *extra: str):
             "--quiet",
             *extra,
         )
-    return result, fake, time.monotonic() - started
+    return result, fake
 
 
 def logical_requests(out) -> int:
@@ -83,6 +81,7 @@ def logical_requests(out) -> int:
     "kind",
     [
         "rate_limit",
+        "rate_limit_retry_after",
         "500",
         "502",
         "503",
@@ -95,7 +94,7 @@ def logical_requests(out) -> int:
     ],
 )
 def test_each_fault_kind(tmp_path, kind):
-    result, fake, _ = run(tmp_path, every_fifth(kind))
+    result, fake = run(tmp_path, every_fifth(kind))
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
     predictions = pl.read_parquet(out / "predictions.parquet")
@@ -120,7 +119,7 @@ def test_each_fault_kind(tmp_path, kind):
 
 
 def test_mixed_faults_at_twenty_percent(tmp_path):
-    result, fake, _ = run(tmp_path, mixed())
+    result, fake = run(tmp_path, mixed())
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
     predictions = pl.read_parquet(out / "predictions.parquet")
@@ -134,20 +133,33 @@ def test_quota_stops_at_once_and_keeps_work(tmp_path):
     def fault(number: int, body: dict) -> str | None:
         return "quota" if number >= 12 else None
 
-    result, fake, seconds = run(tmp_path, fault)
+    result, fake = run(tmp_path, fault)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "quota" in lines[0] and "Traceback" not in result.stderr
-    assert seconds < 20
+    assert len(lines) == 1 and "quota exhausted" in lines[0] and "Traceback" not in result.stderr
     run_info = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert run_info["status"] == "failed" and "quota" in run_info["message"]
-    # nothing after the refusal was retried: the quota error is permanent
-    assert len(fake.requests) <= 12 + 64
+    assert run_info["status"] == "failed" and "quota exhausted" in run_info["message"]
+    # nothing was retried: the quota error is permanent. Only requests already under way when the
+    # first refusal came back were sent after it, each once.
+    assert run_info["stats"]["retries"] == 0
+    bodies = [json.dumps(body, sort_keys=True) for body in fake.requests]
+    assert len(bodies) == len(set(bodies)), "a request was sent again after a quota refusal"
     assert (tmp_path / "out" / "index.html").is_file()
 
 
+def test_an_exhausted_quota_sends_exactly_one_request(tmp_path):
+    result, fake = run(tmp_path, lambda number, body: "quota")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "quota exhausted" in lines[0]
+    assert fake.count == 1
+    run_info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run_info["status"] == "failed"
+    assert run_info["stats"]["requests"] == 1 and run_info["stats"]["retries"] == 0
+
+
 def test_server_that_never_answers_stops_with_one_line(tmp_path):
-    result, fake, seconds = run(tmp_path, lambda n, b: "500")
+    result, fake = run(tmp_path, lambda n, b: "500")
     assert result.returncode == 1
     assert "describe request failed after 4 attempts" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -188,7 +200,7 @@ def test_endpoint_without_logprobs_stops_early(tmp_path):
     def fault(number: int, body: dict) -> str | None:
         return "null_logprobs" if is_classify(body) else None
 
-    result, fake, seconds = run(tmp_path, fault)
+    result, fake = run(tmp_path, fault)
     assert result.returncode == 1
     assert "does not return logprobs" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     # the 8 that tell, plus at most what was already in flight (the limiter starts at 16)
@@ -202,7 +214,7 @@ def test_a_refused_row_is_unscored_and_the_run_goes_on(tmp_path):
     def fault(number: int, body: dict) -> str | None:
         return "refused" if is_classify(body) and "Answer 7:" in body["messages"][-1]["content"] else None
 
-    result, fake, _ = run(tmp_path, fault)
+    result, fake = run(tmp_path, fault)
     assert result.returncode == 0, result.stderr
     predictions = pl.read_parquet(tmp_path / "out" / "predictions.parquet")
     refused = predictions.filter(pl.col("row") == 7)
@@ -215,14 +227,14 @@ def test_a_refused_row_is_unscored_and_the_run_goes_on(tmp_path):
 
 
 def test_every_row_refused_stops_the_run(tmp_path):
-    result, fake, _ = run(tmp_path, lambda n, body: "refused" if is_classify(body) else None)
+    result, fake = run(tmp_path, lambda n, body: "refused" if is_classify(body) else None)
     assert result.returncode == 1
     assert "in a row were refused" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert len(fake.classify_requests()) <= 8 + 16
 
 
 def test_a_refused_describe_request_stops_with_advice(tmp_path):
-    result, fake, _ = run(tmp_path, lambda n, body: None if is_classify(body) else "refused")
+    result, fake = run(tmp_path, lambda n, body: None if is_classify(body) else "refused")
     assert result.returncode == 1
     assert "describe request was refused" in result.stderr and "--batch-size" in result.stderr
     assert len(fake.describe_requests()) == 1

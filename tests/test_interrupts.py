@@ -16,11 +16,11 @@ from tests.conftest import fruit_rows, run_cli, start_cli, write_jsonl
 from tests.fake_openai import FakeOpenAI, ServerThread, is_classify
 
 
-def wait_until(condition, limit: float = 60.0) -> None:
-    """Poll for a condition (bounded), rather than sleeping for a guessed time."""
-    deadline = time.monotonic() + limit
+def wait_until(condition, process) -> None:
+    """Poll for a condition while the run goes on, rather than sleeping for a guessed time; no clock is
+    read, so a slow machine only makes the wait longer. Fails if the run ends first."""
     while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
+        assert process.poll() is None, "the run ended before the moment to interrupt it"
         time.sleep(0.02)
 
 
@@ -58,7 +58,7 @@ def test_ctrl_c_stops_gracefully(tmp_path):
     out = tmp_path / "out"
     with ServerThread(fake) as server:
         process = start_cli(*command(a, b, server.base_url, out))
-        wait_until(lambda: fake.count >= 10)
+        wait_until(lambda: fake.count >= 10, process)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=20)
     assert process.returncode == 130
@@ -86,7 +86,7 @@ def test_kill_9_in_the_final_pass_then_resume(tmp_path):
     out = tmp_path / "out"
     with ServerThread(fake, port=port) as server:
         process = start_cli(*command(a, b, server.base_url, out))
-        wait_until(lambda: len(fake.classify_requests()) >= step_classify + 20)
+        wait_until(lambda: len(fake.classify_requests()) >= step_classify + 20, process)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
     first_run = fake.classify_requests()
@@ -118,6 +118,48 @@ def test_kill_9_in_the_final_pass_then_resume(tmp_path):
     assert len(repeated) <= 4, "only requests in flight at the kill may be asked again"
     assert all(is_classify(body) for body in again.requests)
 
+    for name in ("classify.yaml", "predictions.parquet", "metrics.parquet", "steps.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+
+
+def describe_by_step(body: dict, _number: int) -> str:
+    """A description numbered by the step asking for it (its prompt lists the earlier ones), so that a
+    resumed run, on a fresh server, gets the same text for the same step."""
+    step = body["messages"][-1]["content"].count("<description step=") + 1
+    return f"Description {step}: rows of dataset A talk about apples; rows of dataset B talk about bananas."
+
+
+def test_kill_9_in_a_describe_step_then_resume(tmp_path):
+    """Killed while step 2's description is on its way: the same command asks for that description once
+    more and for nothing it had stored, and ends with the outputs of an uninterrupted run."""
+    a, b = inputs(tmp_path)
+    reference = FakeOpenAI(describer=describe_by_step)
+    with ServerThread(reference) as server:
+        port = server.port
+        assert run_cli(*command(a, b, server.base_url, tmp_path / "ref")).returncode == 0
+    assert len(reference.describe_requests()) == 2
+
+    fake = FakeOpenAI(describer=describe_by_step, describe_latency=1.0)
+    out = tmp_path / "out"
+    with ServerThread(fake, port=port) as server:
+        process = start_cli(*command(a, b, server.base_url, out))
+        wait_until(lambda: len(fake.describe_requests()) == 2, process)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    in_flight = fake.describe_requests()[1]
+    assert in_flight == reference.describe_requests()[1]
+    first_run = {json.dumps(body, sort_keys=True) for body in fake.classify_requests()}
+    with sqlite3.connect(out / "cache.sqlite") as db:
+        stored = db.execute("SELECT COUNT(*) FROM responses WHERE kind = 'score'").fetchone()[0]
+    assert stored == len(first_run) > 0  # step 1 was classified whole before step 2's describe began
+
+    again = FakeOpenAI(describer=describe_by_step)
+    with ServerThread(again, port=port) as server:
+        result = run_cli(*command(a, b, server.base_url, out))
+    assert result.returncode == 0, result.stderr
+    assert again.describe_requests() == [in_flight], "step 1's description was bought again"
+    assert len(again.classify_requests()) == len(reference.classify_requests()) - stored
+    assert not [body for body in again.classify_requests() if json.dumps(body, sort_keys=True) in first_run]
     for name in ("classify.yaml", "predictions.parquet", "metrics.parquet", "steps.jsonl"):
         assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
 
