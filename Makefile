@@ -47,8 +47,9 @@ format: $(STAMP)
 	$(BIN)/ruff format asyncpipe tests bench
 	$(BIN)/ruff check --fix asyncpipe tests bench
 
-bench: $(STAMP)  ## engine throughput, latency, rate-limit and memory benchmarks against a local stub
+bench: $(STAMP)  ## engine throughput, latency, rate-limit and memory benchmarks against a local stub; metrics at scale
 	$(BIN)/python -m bench.bench_engine
+	$(BIN)/python -m bench.bench_metrics
 
 bench-local: $(STAMP)  ## embedded model: prefix reuse against full evaluation, side by side
 	$(BIN)/python -m bench.bench_local
