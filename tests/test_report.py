@@ -30,7 +30,7 @@ XSS = "<script>alert(1)</script>"
 # would mark the page if any injected markup ever ran
 XSS_IMG = "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\">"
 SELECTED_DESCRIPTION = "Dataset A answers in bullet points; dataset B writes long paragraphs."
-SPLITS = ("train", "validation", "rest")
+SPLITS = ("train", "validation", "test", "rest")
 
 # --- fixture builders (the artifact contract) -------------------------------------------------------
 
@@ -81,10 +81,15 @@ def make_predictions(rows_per_file: int, *, hostile: bool, long_text: bool) -> p
     records = []
     for label in ("A", "B"):
         for row in range(rows_per_file):
+            # as the pipeline splits: train, validation, an untouched test split, and the rest
             split = (
                 "train"
                 if row < rows_per_file // 2
-                else ("validation" if row < rows_per_file * 3 // 4 else "rest")
+                else "validation"
+                if row < rows_per_file * 3 // 4
+                else "test"
+                if row < rows_per_file * 17 // 20
+                else "rest"
             )
             text = f"{label} row {row}: " + (
                 "short bullet list" if label == "A" else "a long flowing paragraph"
@@ -194,8 +199,7 @@ def write_run(
                         **summary,
                     }
                 )
-                if correction == "corrected":
-                    final_json[split] = summary
+                final_json.setdefault(correction, {})[split] = summary  # nested, as the pipeline writes it
         (out / "classify.yaml").write_text(
             yaml.safe_dump({"description": steps[selected - 1]["description"], "labels": {"A": name_a, "B": "verbose"},
                             "selected": selected}),
@@ -252,10 +256,14 @@ def test_full_directory_renders(tmp_path: Path) -> None:
         assert name in page
     assert SELECTED_DESCRIPTION in page
     assert "★ selected" in page
-    final = json.loads((out / "run.json").read_text())["final"]["all"]
+    final = json.loads((out / "run.json").read_text())["final"]["corrected"]["all"]
     for key in ("tp", "fn", "fp", "tn"):
         assert f"{key} = {final[key]}" in page
     assert "Held-out (validation) accuracy" in page
+    # the headline the README says to publish: the test cards, with their n (4 of 40 rows per file)
+    start = page.index("<h3>Held-out test accuracy")
+    cards = page[start : page.index("<h3>", start + 1)]
+    assert cards.count('<div class="card-title">test, ') == 2 and cards.count("n = 8") == 2
     assert "bias-corrected" in page
     assert "final classification not done" not in page
     for name in ("index.html", "accuracy.html", "confidence.html"):
