@@ -97,12 +97,9 @@ def test_every_pair_gets_its_own_folder_and_the_summary_links_them(server, fake,
     # held out = the test split, used for nothing else: 10% of 16 pairs rounds to 2, from each file
     assert apple_banana["held_out"]["raw"]["split"] == "test"
     assert apple_banana["held_out"]["raw"]["n"] == 4
-    assert (
-        0
-        < apple_banana["held_out"]["raw"]["accuracy_low"]
-        < 1.0
-        == apple_banana["held_out"]["raw"]["accuracy_high"]
-    )
+    # the 95% Wilson interval of 4 out of 4: [n / (n + z²), 1]
+    assert apple_banana["held_out"]["raw"]["accuracy_low"] == pytest.approx(4 / (4 + 1.959964**2), rel=1e-6)
+    assert apple_banana["held_out"]["raw"]["accuracy_high"] == 1.0
     # 4 of 4 right: the exact two-sided binomial p is 2 × 0.5⁴ (few held-out rows, honestly weak evidence)
     assert apple_banana["held_out"]["raw"]["p_value"] == pytest.approx(0.125)
     assert found["apple__vs__cherry"]["held_out"]["raw"]["accuracy"] == 0.5
