@@ -90,6 +90,9 @@ SETTING_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "max_attempts": ("int", lambda v: v >= 1, "an integer ≥ 1"),
     "retry_base_delay": ("float", lambda v: v >= 0, "a number of seconds ≥ 0"),
     "retry_max_delay": ("float", lambda v: v >= 0, "a number of seconds ≥ 0"),
+    "batch_max_requests": ("int", lambda v: v >= 1, "an integer ≥ 1"),
+    "batch_max_bytes": ("int", lambda v: v >= 1024, "a number of bytes ≥ 1024"),
+    "batch_poll_interval": ("float", lambda v: v > 0, "a number of seconds > 0"),
 }
 
 
@@ -128,6 +131,9 @@ class Price:
     cached_input: float
     output: float
 
+    def scaled(self, factor: float) -> Price:
+        return Price(self.input * factor, self.cached_input * factor, self.output * factor)
+
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -138,6 +144,15 @@ class ModelFacts:
     price: Price | None = None
     #: thinks before answering: its token budget must cover hidden reasoning tokens too
     reasoning: bool = False
+    #: share of the price the provider's Batch API takes off (0.5: half price); None when unknown
+    batch_discount: float | None = None
+
+    @property
+    def batch_price(self) -> Price | None:
+        """The price of a request sent through the Batch API (the list price when no discount is known)."""
+        if self.price is None:
+            return None
+        return self.price.scaled(1.0 - (self.batch_discount or 0.0))
 
 
 @functools.cache  # models.yaml is package data: read it once per process, not once per use
@@ -162,6 +177,7 @@ def model_facts(model: str) -> ModelFacts:
         tokenizer=entry.get("tokenizer"),
         price=Price(**price) if price else None,
         reasoning=bool(entry.get("reasoning", False)),
+        batch_discount=float(entry["batch_discount"]) if entry.get("batch_discount") is not None else None,
     )
 
 
@@ -179,6 +195,19 @@ class Templates:
             return cls(**{name: str(prompts[name]) for name in cls.__dataclass_fields__})
         except KeyError as exc:
             raise UserError(f"prompt template {exc.args[0]} is missing from the configuration") from None
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """``--batch-api``: how the final classification is sent. ``mode`` is ``submit`` (the provider's Batch
+    API), ``export`` (write request files for an offline engine and stop) or ``import`` (read the result
+    files ``import_files`` into the cache, then go on)."""
+
+    mode: str = "submit"
+    import_files: tuple[str, ...] = ()
+    poll_interval: float = 30.0
+    max_requests: int = 50_000
+    max_bytes: int = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -224,6 +253,9 @@ class RunConfig:
     force: bool = False
     resume: bool = False
     dry_run: bool = False
+    #: the final pass through the Batch API (None: online); not part of the fingerprint, since the
+    #: answers are the same either way
+    batch: BatchOptions | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def public_dict(self) -> dict[str, Any]:

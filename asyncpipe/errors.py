@@ -73,6 +73,13 @@ class RetryableAPIError(AsyncpipeError):
         self.timed_out = timed_out
 
 
+class BatchFilesWritten(AsyncpipeError):
+    """``--batch-api export`` wrote the request files for an offline engine: the run stops there on
+    purpose, saying how to run them and how to continue. Exit code 0."""
+
+    exit_code = 0
+
+
 class Interrupted(AsyncpipeError):
     """The user pressed Ctrl-C; finished work has been saved. Exit code 130."""
 

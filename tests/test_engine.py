@@ -21,7 +21,7 @@ from asyncpipe.config import Templates, load_settings, model_facts
 from asyncpipe.errors import FatalAPIError, RetryableAPIError
 from asyncpipe.llm.base import LabelScore, SlotPrompt, Usage
 from asyncpipe.llm.cache import SLOT, ResponseCache, SlotKey, cache_key
-from asyncpipe.llm.client import CLASSIFY_PARAMS, LLMClient, _score_json
+from asyncpipe.llm.client import CLASSIFY_PARAMS, LLMClient, score_json
 from asyncpipe.llm.limiter import INFER_MIN_PER_SECOND, INFERRED_TTL, AdaptiveLimiter
 from asyncpipe.llm.openai_http import OpenAIHTTPProvider, parse_duration, retry_hint
 from asyncpipe.llm.retry import RetryPolicy
@@ -474,7 +474,7 @@ def test_several_openers_of_one_new_file_all_get_in(tmp_path: Path):
 def test_the_cached_form_of_a_score_is_its_json(score: LabelScore):
     usage = [score.usage.prompt_tokens, score.usage.completion_tokens, score.usage.cached_tokens]
     plain = {"p_a": score.p_a, "error": score.error, "method": score.method, "usage": usage}
-    assert _score_json(score) == json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
+    assert score_json(score) == json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
 
 
 @pytest.mark.parametrize("fill", TRICKY_ROWS)

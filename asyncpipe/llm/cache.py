@@ -120,6 +120,9 @@ class ResponseCache:
         row = self._conn.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def has(self, key: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone() is not None
+
     def put(self, key: str, kind: str, value: dict[str, Any] | str) -> None:
         """Store and commit one answer: a dict, or its JSON text when the caller encoded it already."""
         text = (

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import replace
 from functools import partial
 from json.encoder import encode_basestring
@@ -63,6 +63,9 @@ class LLMClient:
         # requests under way, by cache key: an identical request waits for that answer instead of
         # paying for it again (duplicate rows; the same file in several pairs). Shared through the pool.
         self.inflight: dict[str, _Flight] = inflight if inflight is not None else {}
+        #: answers settled outside this client, by cache key: rows the Batch API refused for their
+        #: content come back unscored with the reason instead of being sent again
+        self.settled: dict[str, LabelScore] = {}
 
     def _learn_limits(self) -> None:
         rpm = getattr(self.provider, "server_rpm", None)
@@ -124,6 +127,8 @@ class LLMClient:
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.stats.cache_hits += 1
             return LabelScore(hit["p_a"], hit["error"], Usage(*hit["usage"]), hit["method"], from_cache=True)
+        if self.settled and (settled := self.settled.get(key)) is not None:
+            return settled
         if (flight := self.inflight.get(key)) is not None:
             await flight.done.wait()
             if flight.result is not None:
@@ -152,7 +157,7 @@ class LLMClient:
                 self._rejected_streak = 0
                 self.stats.add_usage(result.usage)
                 if self.cache is not None:
-                    self.cache.put(key, "score", _score_json(result))
+                    self.cache.put(key, "score", score_json(result))
             flight.result = result
             return result
         finally:
@@ -229,16 +234,26 @@ class RowScorer:
         )
         self._tokens = _estimate_tokens(prompt.messages(""))
 
+    def key(self, fill: str) -> str:
+        """The cache key of the request for ``fill``."""
+        if self._key is not None:
+            return self._key(fill)
+        return cache_key(
+            self._client.provider.cache_identity,
+            "score",
+            {"messages": self._prompt.messages(fill), **CLASSIFY_PARAMS},
+        )
+
+    def requests(self, fills: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        """``(cache key, encoded body)`` of each fill's request, the body exactly what :meth:`score`
+        sends: the final pass's lines for the Batch API. Needs a provider with ``prepare_body``."""
+        body = self._client.provider.prepare_body(self._prompt)  # type: ignore[attr-defined]
+        for fill in fills:
+            yield self.key(fill), body(fill)
+
     async def score(self, fill: str) -> LabelScore:
         client = self._client
-        if self._key is not None:
-            key = self._key(fill)
-        else:
-            key = cache_key(
-                client.provider.cache_identity,
-                "score",
-                {"messages": self._prompt.messages(fill), **CLASSIFY_PARAMS},
-            )
+        key = self._key(fill) if self._key is not None else self.key(fill)
         if self._send is not None:
             call = partial(self._send, fill)
         else:
@@ -246,7 +261,7 @@ class RowScorer:
         return await client._score(key, call, self._tokens + len(fill) // 4)
 
 
-def _score_json(result: LabelScore) -> str:
+def score_json(result: LabelScore) -> str:
     """The cached form of a score, as json.dumps would write it, without json.dumps's cost (a tenth of
     the client's own time per row)."""
     p_a = result.p_a

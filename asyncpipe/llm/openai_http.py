@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring_ascii  # what json.dumps (ensure_ascii) escapes strings with
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -31,6 +31,9 @@ from asyncpipe.config import ModelFacts
 from asyncpipe.errors import FatalAPIError, RequestRejected, RetryableAPIError, UserError
 from asyncpipe.llm.base import Generation, LabelScore, Message, SlotPrompt, Usage
 from asyncpipe.llm.labels import p_a_from_top_logprobs
+
+if TYPE_CHECKING:
+    from asyncpipe.llm.batch.api import BatchAPI
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = {408, 409, 425, 429}
@@ -91,7 +94,7 @@ def retry_hint(headers: Any, message: str = "", kind: str | None = None) -> floa
     return min(resets) if resets else None
 
 
-def _error_fields(raw: bytes) -> tuple[str, str | None, str | None]:
+def error_fields(raw: bytes) -> tuple[str, str | None, str | None]:
     """(message, type, code) from an OpenAI-style error body, tolerating anything else."""
     try:
         body = json.loads(raw)
@@ -125,7 +128,7 @@ def _usage(body: dict) -> Usage:
     )
 
 
-def _label_score(body: dict[str, Any]) -> LabelScore:
+def label_score(body: dict[str, Any]) -> LabelScore:
     """p(A) from a classification answer, or a retryable error when the answer has no usable logprobs."""
     choices = body.get("choices")
     if not choices:
@@ -228,7 +231,7 @@ class OpenAIHTTPProvider:
             if not isinstance(parsed, dict):
                 raise RetryableAPIError("the answer is not a JSON object", status=status)
             return parsed
-        message, kind, code = _error_fields(raw)
+        message, kind, code = error_fields(raw)
         where = f"{self.base_url} ({self.model})"
         if status == 429:
             if code in PERMANENT_429 or kind in PERMANENT_429:
@@ -267,28 +270,34 @@ class OpenAIHTTPProvider:
         }
 
     async def score_labels(self, messages: list[Message]) -> LabelScore:
-        return _label_score(await self._post(self.classify_body(messages)))
+        return label_score(await self._post(self.classify_body(messages)))
 
-    def prepare_score(self, prompt: SlotPrompt) -> Callable[[str], Awaitable[LabelScore]]:
-        """``score(fill)`` ≡ ``score_labels(prompt.messages(fill))``, with the body encoded once."""
+    def prepare_body(self, prompt: SlotPrompt) -> Callable[[str], bytes]:
+        """``body(fill)``: the encoded classify request for ``prompt.messages(fill)``, exactly the bytes
+        :meth:`score_labels` would send (the Batch API sends them too), the shared part encoded once."""
         text = _JSON.encode(self.classify_body(prompt.messages(_SLOT)))
         slot = encode_basestring_ascii(_SLOT)[1:-1]
         at = text.find(slot)
         if not prompt.has_slot or at < 0 or text.find(slot, at + 1) >= 0:
             constant = text.encode("ascii")
-
-            async def score_constant(fill: str) -> LabelScore:
-                return _label_score(await self._post_bytes(constant))
-
-            return score_constant
+            return lambda fill: constant
         head, tail = text[:at].encode("ascii"), text[at + len(slot) :].encode("ascii")
+        return lambda fill: head + encode_basestring_ascii(fill)[1:-1].encode("ascii") + tail
+
+    def prepare_score(self, prompt: SlotPrompt) -> Callable[[str], Awaitable[LabelScore]]:
+        """``score(fill)`` ≡ ``score_labels(prompt.messages(fill))``, with the body encoded once."""
+        body = self.prepare_body(prompt)
 
         async def score(fill: str) -> LabelScore:
-            return _label_score(
-                await self._post_bytes(head + encode_basestring_ascii(fill)[1:-1].encode("ascii") + tail)
-            )
+            return label_score(await self._post_bytes(body(fill)))
 
         return score
+
+    def batch_api(self) -> BatchAPI:
+        """The same endpoint's Batch API (files and batch jobs), for the final pass at batch prices."""
+        from asyncpipe.llm.batch.api import BatchAPI
+
+        return BatchAPI(self.base_url, self._headers, timeout=self._timeout_seconds)
 
     async def generate(
         self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
