@@ -14,8 +14,8 @@ from pathlib import Path
 import anyio
 
 from asyncpipe import __version__
-from asyncpipe.config import RunConfig, Templates, load_settings, model_facts
-from asyncpipe.errors import AsyncpipeError, UserError
+from asyncpipe.config import BatchOptions, RunConfig, Templates, load_settings, model_facts
+from asyncpipe.errors import AsyncpipeError, BatchFilesWritten, UserError
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 # Rows are cut by characters so that the cut is the same for every model; a token is about four
@@ -81,6 +81,19 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--config", type=Path, help="YAML file overriding config/default.yaml (prompts, defaults)")
     g.add_argument("--quiet", action="store_true", help="no progress output")
+    g.add_argument(
+        "--batch-api",
+        nargs="?",
+        const="submit",
+        metavar="export|import=FILE[,FILE]",
+        help="final classification as Batch API jobs at the batch price (within 24 h); 'export' writes request "
+        "files for vllm run-batch and stops, 'import=FILES' reads its result files and continues",
+    )
+    g.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        help="seconds between polls of a batch at first, stretched while nothing changes (default 30)",
+    )
 
 
 def add_compare_options(p: argparse.ArgumentParser) -> None:
@@ -206,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=_positive_int)
     add_model_options(p)
 
+    p = sub.add_parser("batches", help="list the Batch API jobs of an output directory (--cancel: stop them)")
+    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("--cancel", action="store_true", help="cancel the batches that have not finished")
+    p.add_argument(
+        "--base-url", help="the endpoint the batches were sent to (default: $OPENAI_BASE_URL, else OpenAI)"
+    )
+
     p = sub.add_parser("report", help="re-render the HTML report of an output directory (no API calls)")
     p.add_argument("directory", type=Path, metavar="DIR")
 
@@ -253,6 +273,37 @@ def resolve_models(args: argparse.Namespace, base_url: str | None, log) -> tuple
                 "no --model and no OPENAI_API_KEY: using the embedded model (--model local); it proves the pipeline, not the finding"
             )
     return args.describe_model or model, args.classify_model or model
+
+
+def batch_options(args: argparse.Namespace, settings: dict, classify_model: str) -> BatchOptions | None:
+    """``--batch-api [export|import=FILES]`` and ``--poll-interval``, with the file limits from the settings."""
+    value = getattr(args, "batch_api", None)
+    if value is None:
+        if getattr(args, "poll_interval", None) is not None:
+            raise UserError("--poll-interval applies to --batch-api only")
+        return None
+    from asyncpipe.llm.registry import is_local
+
+    if is_local(classify_model):
+        raise UserError(
+            "--batch-api needs an API model; the embedded model runs in this process, not in batches"
+        )
+    files: tuple[str, ...] = ()
+    if value.startswith("import="):
+        mode, files = "import", tuple(f for f in value.removeprefix("import=").split(",") if f)
+        if not files:
+            raise UserError("--batch-api import= needs the result files: import=OUT_FILE[,OUT_FILE...]")
+    elif value in ("submit", "export"):
+        mode = value
+    else:
+        raise UserError(f"--batch-api takes no value, 'export' or 'import=FILE[,FILE]', not '{value}'")
+    return BatchOptions(
+        mode=mode,
+        import_files=files,
+        poll_interval=args.poll_interval or float(settings["batch_poll_interval"]),
+        max_requests=settings["batch_max_requests"],
+        max_bytes=settings["batch_max_bytes"],
+    )
 
 
 def build_config(args: argparse.Namespace, log) -> RunConfig:
@@ -303,6 +354,7 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         force=args.force,
         resume=args.resume,
         dry_run=getattr(args, "dry_run", False),
+        batch=batch_options(args, settings, classify_model),
         extra={k: settings[k] for k in ("retry_base_delay", "retry_max_delay") if k in settings},
     )
 
@@ -324,6 +376,8 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.directory}: not an asyncpipe output directory (no run.json)")
         print(render_report(args.directory))
         return 0
+    if args.command == "batches":
+        return _batches(args)
     if args.command == "demo":
         from asyncpipe.demo import demo_arguments
 
@@ -337,7 +391,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "classify":
         from asyncpipe.pipeline.classify_command import classify_saved
 
-        outcome = anyio.run(lambda: classify_saved(args, reporter))
+        batch = batch_options(args, load_settings(args.config), args.model or "")  # local: refused inside
+        outcome = anyio.run(lambda: classify_saved(args, reporter, batch=batch))
         print(outcome)
         return 0
     if args.command == "pairs":
@@ -371,11 +426,43 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batches(args: argparse.Namespace) -> int:
+    """``asyncpipe batches DIR [--cancel]``."""
+    import json
+
+    from asyncpipe.pipeline.batch_pass import cancel_batches, describe_batches
+
+    print(describe_batches(args.directory))
+    if not args.cancel:
+        return 0
+    from asyncpipe.llm.batch.api import BatchAPI
+    from asyncpipe.llm.openai_http import OPENAI_BASE_URL
+
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+    try:
+        saved = json.loads((args.directory / "run.json").read_text(encoding="utf-8"))["config"]["base_url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        saved = None
+    if saved and saved.rstrip("/") != base_url.rstrip("/"):
+        # never send the key to an address read from a file, nor cancel at the wrong endpoint
+        raise UserError(
+            f"{args.directory} sent its batches to {saved}; pass --base-url {saved} to cancel them"
+        )
+    key = os.environ.get("OPENAI_API_KEY")
+    api = BatchAPI(base_url, {"Authorization": f"Bearer {key}"} if key else {})
+    cancelled = anyio.run(lambda: cancel_batches(args.directory, api))
+    print(f"cancelling {len(cancelled)} batch(es): {', '.join(cancelled) or 'none was open'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     read_dotenv()
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
+    except BatchFilesWritten as exc:  # --batch-api export: stopped on purpose, with what to do next
+        print(str(exc))
+        return exc.exit_code
     except AsyncpipeError as exc:
         print(f"asyncpipe: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -14,12 +14,14 @@ from typing import Any
 import polars as pl
 
 from asyncpipe import __version__
-from asyncpipe.config import load_settings, read_yaml
+from asyncpipe.config import BatchOptions, load_settings, read_yaml
 from asyncpipe.data.render import RowLayout
 from asyncpipe.errors import UserError
 from asyncpipe.llm.pool import build_pool
 from asyncpipe.llm.registry import is_local
+from asyncpipe.llm.stats import RunStats
 from asyncpipe.pipeline import artifacts
+from asyncpipe.pipeline.batch_pass import batch_final_pass, final_requests, progress_display
 from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.pipeline.inputs import load_side, side_names
 from asyncpipe.pipeline.outputs import (
@@ -62,7 +64,7 @@ def load_classifier(path: Path) -> dict[str, Any]:
     return document
 
 
-async def classify_saved(args, reporter: Reporter) -> Path:
+async def classify_saved(args, reporter: Reporter, *, batch: BatchOptions | None = None) -> Path:
     document = load_classifier(args.classifier)
     try:
         layout = RowLayout.from_dict(document["row_layout"])
@@ -101,6 +103,10 @@ async def classify_saved(args, reporter: Reporter) -> Path:
         rpm=args.rpm,
         tpm=args.tpm,
     )
+    if batch is not None and is_local(model):
+        raise UserError(
+            "--batch-api needs an API model; the embedded model runs in this process, not in batches"
+        )
     pool.provider(model, "classify")
     fingerprint = run_fingerprint({"classifier": document, "model": model}, files)
     prepare_output_dir(args.output, fingerprint, command="classify", force=args.force, resume=False)
@@ -109,6 +115,33 @@ async def classify_saved(args, reporter: Reporter) -> Path:
     reporter.limiter = client.limiter
     started = time.time()
     texts = [t for side in sides for t in side.texts]
+    batch_stats = RunStats()
+    try:
+        if batch is not None:
+            show = progress_display(reporter)
+
+            def on_progress(summary: dict) -> None:
+                show(summary)
+                status = {
+                    "status": "running",
+                    "command": "classify",
+                    "fingerprint": fingerprint,
+                    "batches": summary,
+                }
+                write_json_atomic(args.output / "run.json", status)
+
+            try:
+                requests = final_requests(
+                    client, document["messages"], document.get("swapped_messages"), texts
+                )
+                await batch_final_pass(
+                    client, batch, args.output, requests, reporter, batch_stats, on_progress
+                )
+            finally:
+                reporter.end_phase()
+    except BaseException:
+        await pool.aclose()
+        raise
     reporter.phase("classifying", len(texts))
     try:
         scores = await classify_rows(
@@ -143,6 +176,7 @@ async def classify_saved(args, reporter: Reporter) -> Path:
         "labels": document.get("labels"),
         "stats": reporter.stats.to_dict(),
         "limiter": client.limiter.state().to_dict(),
+        "batch_stats": batch_stats.to_dict() if batch is not None else None,
         "wall_seconds": round(time.time() - started, 3),
     }
     if len(sides) == 2:

@@ -25,7 +25,7 @@ from asyncpipe import __version__
 from asyncpipe.config import RunConfig, model_facts
 from asyncpipe.data.pairing import Plan
 from asyncpipe.data.render import CUT_MARKER, cut_text
-from asyncpipe.errors import FatalAPIError, UserError
+from asyncpipe.errors import BatchFilesWritten, FatalAPIError, UserError
 from asyncpipe.llm.base import Message
 from asyncpipe.llm.pool import ModelPool, build_pool
 from asyncpipe.llm.stats import RunStats
@@ -38,6 +38,7 @@ from asyncpipe.metrics.stopping import (
     row_log_losses,
 )
 from asyncpipe.pipeline import artifacts
+from asyncpipe.pipeline.batch_pass import batch_final_pass, final_requests, progress_display
 from asyncpipe.pipeline.fanout import Scores, classify_rows
 from asyncpipe.pipeline.inputs import load_sides_for, plan_for
 from asyncpipe.pipeline.outputs import (
@@ -167,6 +168,8 @@ class Run:
         self.reporter = reporter
         self.stats = stats  # the classifier's: what the progress display shows
         self.describe_stats = RunStats()
+        #: the final pass's answers that came through the Batch API (priced at the batch discount)
+        self.batch_stats = RunStats()
         self._warned: set[str] = set()  # descriptions already warned about (--swap-labels)
         self.out = cfg.output
         self.pool = pool
@@ -495,6 +498,31 @@ class Run:
         summary = result.validation if self.validation else result.train
         return summary.get("log_loss") if summary else None
 
+    async def batch_pass(self, description: str, rows: list[tuple[str, int]]) -> None:
+        """``--batch-api``: the final pass's requests as batch jobs first; their answers fill the cache."""
+        assert self.cfg.batch is not None
+        messages, swapped = self.classifier_prompts(description)
+        texts = [(self.side_a if label == "A" else self.side_b).texts[i] for label, i in rows]
+        show = progress_display(self.reporter)
+
+        def on_progress(summary: dict) -> None:
+            show(summary)
+            self.run_info["batches"] = {k: v for k, v in summary.items()}
+            self.write_run_json("running")
+
+        try:
+            await batch_final_pass(
+                self.classifier,
+                self.cfg.batch,
+                self.out,
+                final_requests(self.classifier, messages, swapped, texts),
+                self.reporter,
+                self.batch_stats,
+                on_progress,
+            )
+        finally:
+            self.reporter.end_phase()
+
     def select(self) -> tuple[StepResult, str]:
         """Best validation log loss (ties go to the later step); without validation rows, best
         log loss on the step's own batch. Steps that lost their race are not candidates."""
@@ -522,6 +550,8 @@ class Run:
         all_rows = [("A", i) for i in range(len(self.side_a.texts))] + [
             ("B", i) for i in range(len(self.side_b.texts))
         ]
+        if cfg.batch is not None:
+            await self.batch_pass(selected.description, all_rows)
         scores = await self.classify(selected.description, all_rows, "final classification of every row")
         shown = self.plan.shown
         held = set(self.validation)
@@ -577,6 +607,8 @@ class Run:
         self.write_progress(status="complete")
         total, cost = self.totals()
         roles = {"describe": self.describe_stats, "classify": self.stats}
+        if self.batch_stats.requests:
+            roles["classify (batch)"] = self.batch_stats
         return Outcome(
             self.out,
             "complete",
@@ -597,9 +629,11 @@ class Run:
         """Both roles' counts added up, and the cost with each role at its own model's price (None
         when either price is unknown)."""
         describe = self.describe_stats.cost(model_facts(self.cfg.describe_model).price)
-        classify = self.stats.cost(model_facts(self.cfg.classify_model).price)
-        cost = None if describe is None or classify is None else describe + classify
-        return self.stats + self.describe_stats, cost
+        classify_facts = model_facts(self.cfg.classify_model)
+        classify = self.stats.cost(classify_facts.price)
+        batch = self.batch_stats.cost(classify_facts.batch_price) if self.batch_stats.requests else 0.0
+        cost = None if describe is None or classify is None or batch is None else describe + classify + batch
+        return self.stats + self.describe_stats + self.batch_stats, cost
 
     def earlier_spending(self) -> dict:
         """What earlier invocations of this very run (interrupted, then continued) sent and cost."""
@@ -624,7 +658,11 @@ class Run:
             "cached_share": cached_share(total),
             "by_role": {
                 role: {**stats.to_dict(), "cached_share": cached_share(stats)}
-                for role, stats in (("describe", self.describe_stats), ("classify", self.stats))
+                for role, stats in (
+                    ("describe", self.describe_stats),
+                    ("classify", self.stats),
+                    ("classify_batch", self.batch_stats),
+                )
             },
             "all_invocations": all_invocations,
         }
@@ -746,6 +784,9 @@ async def compare(cfg: RunConfig, reporter: Reporter, *, pool: ModelPool | None 
         return await run.run()
     except (FatalAPIError, UserError) as exc:
         run.write_progress(status="failed", message=str(exc))
+        raise
+    except BatchFilesWritten as exc:
+        run.write_progress(status="exported", message=str(exc))
         raise
     except BaseException:
         # Ctrl-C or cancellation: what is finished is in the cache; say how far the run got.

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from asyncpipe.config import ModelFacts, RunConfig, model_facts
 from asyncpipe.llm.openai_http import REASONING_ALLOWANCE
@@ -157,31 +157,48 @@ class Estimate:
     race_saves: int = 0
     race_saves_tokens: int = 0
     race_enabled: bool = False
+    #: with --batch-api: the final pass, sent as batch jobs at the batch price (``classify`` then
+    #: holds the steps' requests only)
+    classify_batch: Side | None = None
 
     @property
     def cost(self) -> float | None:
         costs = [self.describe.cost, self.classify.cost]
+        if self.classify_batch is not None:
+            costs.append(self.classify_batch.cost)
         return None if any(c is None for c in costs) else sum(costs)  # type: ignore[arg-type]
 
     def render(self) -> str:
-        d, c = self.describe, self.classify
+        d, c, batch = self.describe, self.classify, self.classify_batch
+        final = f"{self.classify_final:,} in the final pass (its other {self.final_from_cache:,} rows come from the cache)"
         lines = [
             "dry run: nothing was sent and nothing was written",
             f"plan: {self.steps} describe step(s) over {self.pairs} pairs ({self.validation_pairs} held out), "
             f"then a final pass over all {self.rows_a} + {self.rows_b} rows",
             "requests:",
             f"  describe  {d.requests:>12,}  ({d.model})",
-            f"  classify  {c.requests:>12,}  ({c.model}): {self.classify_during_steps:,} during the steps, "
-            f"{self.classify_final:,} in the final pass (its other {self.final_from_cache:,} rows come from the cache)",
+            f"  classify  {c.requests:>12,}  ({c.model}): {self.classify_during_steps:,} during the steps"
+            + (", online" if batch is not None else f", {final}"),
+        ]
+        if batch is not None:
+            lines.append(f"  batch     {batch.requests:>12,}  ({batch.model}): {final}, as Batch API jobs")
+        lines += [
             "tokens:",
             f"  describe  {d.input_tokens:>12,} in  {d.output_tokens:>10,} out  ({d.counter.method})",
             f"  classify  {c.input_tokens:>12,} in  {c.output_tokens:>10,} out  ({c.counter.method})",
         ]
+        if batch is not None:
+            lines.append(
+                f"  batch     {batch.input_tokens:>12,} in  {batch.output_tokens:>10,} out  ({c.counter.method})"
+            )
         for side in (d, c) if d.model != c.model else (c,):
             if side.counter.note:
                 lines.append(f"  note: {side.counter.note}")
         lines.append("estimated cost (US$, list prices from config/models.yaml):")
-        for name, side in (("describe", d), ("classify", c)):
+        sides = [("describe", d), ("classify", c)]
+        if batch is not None:  # its facts carry the batch price (batch_discount in config/models.yaml)
+            sides.append(("batch   ", batch))
+        for name, side in sides:
             price = side.facts.price
             if price is None or side.cost is None:
                 lines.append(f"  {name}  unknown: no price for {side.model} in config/models.yaml")
@@ -304,6 +321,20 @@ def estimate_run(cfg: RunConfig) -> Estimate:
         final_requests = len(all_texts) * per_row - from_cache
         final_tokens = round(final_requests * (prefix + mean_tokens))
         during = sum(step_requests[:n_steps])
+        batch = None
+        online_final, online_final_tokens = final_requests, final_tokens
+        if cfg.batch is not None:
+            # the final pass at the batch price (config/models.yaml: batch_discount); the steps stay online
+            batch_facts = replace(classify_facts, price=classify_facts.batch_price)
+            batch = Side(
+                cfg.classify_model,
+                final_requests,
+                final_tokens,
+                final_requests,
+                classify_counter,
+                batch_facts,
+            )
+            online_final, online_final_tokens = 0, 0
         return Estimate(
             steps=n_steps,
             pairs=n_pairs,
@@ -324,13 +355,14 @@ def estimate_run(cfg: RunConfig) -> Estimate:
             ),
             classify=Side(
                 cfg.classify_model,
-                during + final_requests,
-                sum(step_tokens[:n_steps]) + final_tokens,
-                during + final_requests,  # one token per answer
+                during + online_final,
+                sum(step_tokens[:n_steps]) + online_final_tokens,
+                during + online_final,  # one token per answer
                 classify_counter,
                 classify_facts,
             ),
             description_tokens=description,
+            classify_batch=batch,
             **extra,
         )
 

@@ -1,0 +1,183 @@
+"""The final classification through the Batch API (``--batch-api``), before the usual online pass.
+
+The describe steps and their classification stay online: each step needs its answers before the next.
+The final pass's requests, exactly those :func:`~asyncpipe.pipeline.classify.classify_rows` would
+send, go first as batch jobs (or as files for an offline engine); their answers land in the response
+cache, and ``classify_rows`` then runs as always and finds them there. So metrics, predictions and the
+report are those of an online run on the same answers, and whatever a batch could not answer (a line
+that failed with a server error, say) is sent online by the usual retry policy.
+
+``submit``: OpenAI's Batch API (:mod:`asyncpipe.llm.batch`). ``export``: write the request files and stop
+(:class:`BatchFilesWritten`), with the ``vllm run-batch`` command to run. ``import``: read result files
+into the cache, then go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from asyncpipe.config import BatchOptions
+from asyncpipe.errors import BatchFilesWritten, UserError
+from asyncpipe.llm.base import LabelScore, Message
+from asyncpipe.llm.batch.ledger import Ledger
+from asyncpipe.llm.batch.runner import BatchRunner, BatchSettings
+from asyncpipe.llm.client import LLMClient
+from asyncpipe.llm.stats import RunStats
+from asyncpipe.pipeline.progress import Reporter
+from asyncpipe.prompts.build import ROW_PLACEHOLDER, fence_safe
+
+BATCH_DIR = "batches"
+
+
+def final_requests(
+    client: LLMClient,
+    messages: list[Message],
+    swapped: list[Message] | None,
+    texts: Sequence[str],
+) -> Callable[[], Iterator[tuple[str, bytes]]]:
+    """The final pass's requests as ``(cache key, body)``, streamed: each call starts them anew."""
+    prompts = [messages] if swapped is None else [messages, swapped]
+
+    def requests() -> Iterator[tuple[str, bytes]]:
+        for prompt in prompts:
+            scorer = client.row_scorer(prompt, ROW_PLACEHOLDER)
+            yield from scorer.requests(fence_safe(t) for t in texts)
+
+    return requests
+
+
+async def batch_final_pass(
+    client: LLMClient,
+    options: BatchOptions,
+    out: Path,
+    requests: Callable[[], Iterator[tuple[str, bytes]]],
+    reporter: Reporter,
+    batch_stats: RunStats,
+    on_progress: Callable[[dict], None],
+) -> None:
+    """Answer the final pass's requests through batches; refusals are settled on ``client``."""
+    if client.cache is None:
+        raise UserError("--batch-api needs the response cache")
+    runner = BatchRunner(
+        out / BATCH_DIR,
+        cache=client.cache,
+        stats=batch_stats,
+        settings=BatchSettings(options.max_requests, options.max_bytes, options.poll_interval),
+        policy=client.policy,
+        model=client.provider.model,
+        api=client.provider.batch_api() if options.mode == "submit" else None,  # type: ignore[attr-defined]
+        log=reporter.log,
+        on_progress=on_progress,
+    )
+    if options.mode == "export":
+        files = runner.export(requests())
+        if not files:
+            reporter.log("batch: every request of the final pass is answered already; going on")
+            return
+        model = client.provider.model
+        commands = "; ".join(
+            f"vllm run-batch -i {f} -o {f.with_suffix('.out.jsonl')} --model {model}" for f in files
+        )
+        outputs = ",".join(str(f.with_suffix(".out.jsonl")) for f in files)
+        raise BatchFilesWritten(
+            f"wrote {len(files)} request file(s) for the final pass to {out / BATCH_DIR}. Run them with an offline "
+            f"engine: {commands}; then run the same command with --batch-api import={outputs} to continue"
+        )
+    if options.mode == "import":
+        paths = [Path(p) for p in options.import_files]
+        for path in paths:
+            if not path.is_file():
+                raise UserError(f"--batch-api import: {path}: no such file")
+        into = runner.import_files(paths, requests())
+        reporter.log(
+            f"batch: imported {into.answered:,} answer(s) from {len(paths)} file(s)"
+            + (f"; {into.foreign:,} line(s) of other requests ignored" if into.foreign else "")
+            + (
+                f"; {into.to_retry + into.not_run:,} failed line(s) go online"
+                if into.to_retry + into.not_run
+                else ""
+            )
+        )
+        refused = into.refused
+    else:
+        async with _closing(runner.api):
+            result = await runner.run(requests())
+        refused = result.refused
+        if result.to_retry:
+            reporter.log(
+                f"batch: {result.to_retry:,} failed line(s) are retried online by the usual retry policy"
+            )
+    client.settled.update({key: LabelScore(None, reason) for key, reason in refused.items()})
+
+
+class _closing:
+    def __init__(self, api) -> None:
+        self.api = api
+
+    async def __aenter__(self):
+        return self.api
+
+    async def __aexit__(self, *exc) -> None:
+        if self.api is not None:
+            await self.api.aclose()
+
+
+def progress_display(reporter: Reporter) -> Callable[[dict], None]:
+    """Show a batch pass's ``request_counts`` (completed + failed of total) as the phase's progress."""
+    state = {"shown": 0, "total": -1}
+
+    def show(summary: dict) -> None:
+        total = summary["total"] or summary["requests"]
+        done = summary["completed"] + summary["failed"]
+        if total != state["total"]:
+            reporter.phase(f"batch: {summary['open']} open batch(es)", total)
+            state["total"], state["shown"] = total, 0
+        if done > state["shown"]:
+            reporter.advance(done - state["shown"])
+            state["shown"] = done
+        reporter.log(
+            f"batch: {summary['batches']} batch(es), {summary['open']} open: "
+            f"{summary['completed']:,} completed, {summary['failed']:,} failed of {total:,}"
+        )
+
+    return show
+
+
+def describe_batches(out: Path) -> str:
+    """``asyncpipe batches DIR``: the batches recorded in an output directory (and in its pairs')."""
+    ledgers = [p.parent for p in sorted(out.glob(f"**/{BATCH_DIR}/batches.json"))]
+    if not ledgers:
+        raise UserError(f"{out}: no batches recorded (no {BATCH_DIR}/batches.json)")
+    lines = [
+        f"{'part':<16}{'batch id':<28}{'state':<11}{'status':<12}{'completed':>10}{'failed':>8}{'total':>8}"
+    ]
+    for directory in ledgers:
+        where = directory.parent.relative_to(out)
+        if str(where) != ".":
+            lines.append(f"{where}:")
+        for part in Ledger(directory).parts:
+            c = part.counts
+            lines.append(
+                f"{part.name:<16}{part.batch_id or '-':<28}{part.state:<11}{part.batch_status or '-':<12}"
+                f"{c.get('completed', 0):>10,}{c.get('failed', 0):>8,}{c.get('total', 0) or part.requests:>8,}"
+                + (f"  {part.message}" if part.message else "")
+            )
+    return "\n".join(lines)
+
+
+async def cancel_batches(out: Path, api) -> list[str]:
+    """Cancel the open batches recorded in ``out``; the ids cancelled."""
+    cancelled = []
+    try:
+        for path in sorted(out.glob(f"**/{BATCH_DIR}/batches.json")):
+            ledger = Ledger(path.parent)
+            for part in ledger.parts:
+                if part.state == "submitted" and part.batch_id:
+                    batch = await api.cancel(part.batch_id)
+                    part.batch_status = str(batch.get("status"))
+                    cancelled.append(part.batch_id)
+            ledger.save()
+    finally:
+        await api.aclose()
+    return cancelled

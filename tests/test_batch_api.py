@@ -1,0 +1,314 @@
+"""``--batch-api``: the final classification as Batch API jobs, against the fake server's Batch
+endpoints, through the real command line. Polls are kept short with ``--poll-interval``."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from tests.conftest import fake_compare, fruit_files, run_cli, start_cli
+from tests.fake_openai import FakeOpenAI, ServerThread, is_classify, row_of
+from tests.test_interrupts import wait_until
+
+POLL = ("--poll-interval", "0.01")
+
+
+def compare_args(server: ServerThread, a: Path, b: Path, out: Path, *extra) -> list:
+    return [*fake_compare(server, a, b, out), "--max-steps", "2", "--quiet", *extra]
+
+
+def ledger(out: Path) -> list[dict]:
+    path = out / "batches" / "batches.json"
+    return json.loads(path.read_text())["parts"] if path.is_file() else []
+
+
+def read_outputs(out: Path) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
+    return (
+        yaml.safe_load((out / "classify.yaml").read_text()),
+        pl.read_parquet(out / "predictions.parquet"),
+        pl.read_parquet(out / "metrics.parquet"),
+    )
+
+
+def test_batch_run_equals_online_run_and_sends_no_online_final_request(tmp_path):
+    a, b = fruit_files(tmp_path)
+    config = tmp_path / "small-files.yaml"
+    config.write_text("batch_max_requests: 15\n")  # 40 final-pass requests: three request files
+    fake = FakeOpenAI()  # descriptions are numbered by the requests recorded: cleared between the runs
+    fake.batch.poll_errors = 3  # the first polls answer 503: polling goes on
+    with ServerThread(fake) as server:
+        online = run_cli(*compare_args(server, a, b, tmp_path / "online"))
+        assert online.returncode == 0, online.stderr
+        online_bodies = [json.dumps(body, sort_keys=True) for body in fake.classify_requests()]
+        fake.requests.clear()
+        batch = run_cli(
+            *compare_args(server, a, b, tmp_path / "batch", "--batch-api", *POLL, "--config", config)
+        )
+    assert batch.returncode == 0, batch.stderr
+    assert "Traceback" not in batch.stderr
+    # the same classifier, predictions and metrics as the online run
+    online_out, batch_out = read_outputs(tmp_path / "online"), read_outputs(tmp_path / "batch")
+    assert online_out[0] == batch_out[0]
+    assert online_out[1].equals(batch_out[1])
+    assert online_out[2].equals(batch_out[2])
+    # split at 15 requests a file: three batches, each line's body exactly an online request's body
+    assert fake.batch.created == 3
+    assert [p["requests"] for p in ledger(tmp_path / "batch")] == [15, 15, 10]
+    lines = [json.dumps(body, sort_keys=True) for _, body in fake.batch.lines]
+    assert len(lines) == len(set(lines)) == 40
+    assert set(lines) <= set(online_bodies)
+    # the final pass sent nothing online: the batch run's online classify requests are the steps' only
+    batch_online = [json.dumps(body, sort_keys=True) for body in fake.classify_requests()]
+    assert not set(lines) & set(batch_online)
+    assert len(batch_online) + len(lines) == len(online_bodies)
+    # uploaded with purpose batch; progress and counts in run.json
+    assert {f["purpose"] for f in fake.batch.files.values()} >= {"batch", "batch_output"}
+    run = json.loads((tmp_path / "batch" / "run.json").read_text())
+    assert run["status"] == "complete"
+    assert run["batches"]["completed"] == 40 and run["batches"]["open"] == 0
+    assert run["stats"]["by_role"]["classify_batch"]["requests"] == 40
+    assert all(p["state"] == "done" and p["batch_status"] == "completed" for p in ledger(tmp_path / "batch"))
+
+
+def test_kill_while_polling_then_rerun_polls_the_same_batch(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    fake.batch.hold.set()  # the batch stays in_progress until the test lets it go
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        args = compare_args(server, a, b, out, "--batch-api", *POLL)
+        process = start_cli(*args)
+        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)) and fake.batch.polls >= 3)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=20)
+        assert fake.batch.created == 1
+        fake.batch.hold.clear()
+        again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert fake.batch.created == 1  # polled the recorded batch, never submitted a second one
+    assert len(fake.batch.lines) == 40
+    assert pl.read_parquet(out / "predictions.parquet")["p_a"].null_count() == 0
+
+
+def test_a_batch_created_but_not_recorded_is_found_by_its_file(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    fake.batch.hold.set()
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        args = compare_args(server, a, b, out, "--batch-api", *POLL)
+        process = start_cli(*args)
+        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)))
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=20)
+        # as if the kill had come between creating the batch and recording it
+        path = out / "batches" / "batches.json"
+        data = json.loads(path.read_text())
+        data["parts"][0].update(state="uploaded", batch_id=None)
+        path.write_text(json.dumps(data))
+        fake.batch.hold.clear()
+        again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert fake.batch.created == 1
+    assert "was submitted before it could be recorded" in again.stderr or "--quiet" in args
+
+
+def test_expired_half_done_batch_completes_after_one_resubmission(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    fake.batch.expire_after = 20  # the first batch expires with 20 of its 40 lines done
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        result = run_cli(*compare_args(server, a, b, out, "--batch-api", *POLL))
+        online = [b for b in fake.requests if is_classify(b)]
+    assert result.returncode == 0, result.stderr
+    assert fake.batch.created == 2
+    parts = ledger(out)
+    assert [(p["batch_status"], p["requests"]) for p in parts] == [("expired", 40), ("completed", 20)]
+    assert parts[0]["resubmitted_as"] == parts[1]["name"]
+    assert len(fake.batch.lines) == 40  # every line answered once: 20 before expiry, 20 after
+    assert len(online) == 80  # the steps' requests only: nothing of the final pass went online
+    assert pl.read_parquet(out / "predictions.parquet")["p_a"].null_count() == 0
+
+
+def test_error_lines_go_online_and_refused_lines_are_unscored(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    faulted: dict[str, str] = {}  # row → fault: the first line a server error, the second refused
+
+    def line_fault(_custom_id: str, body: dict) -> str | None:
+        if len(faulted) < 2:
+            faulted[row_of(body)] = "server_error" if not faulted else "refused"
+        return faulted.get(row_of(body))
+
+    fake.batch.line_fault = line_fault
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        result = run_cli(*compare_args(server, a, b, out, "--batch-api", *POLL))
+        online = fake.classify_requests()
+    assert result.returncode == 0, result.stderr
+    failed, refused = list(faulted)
+    selected = yaml.safe_load((out / "classify.yaml").read_text())["description"]
+    # the online requests made with the selected description (its step's, and any of the final pass)
+    online_rows = [row_of(body) for body in online if selected in body["messages"][0]["content"]]
+    assert fake.batch.created == 1  # no follow-up batch: failed lines go online
+    # the server error was retried online by the usual policy, and scored
+    assert online_rows.count(failed) == 1  # in the final pass, after its batch line failed
+    # the refusal is unscored with its reason, as online, and was not sent again
+    assert online_rows.count(refused) == 0
+    predictions = pl.read_parquet(out / "predictions.parquet")
+    unscored = predictions.filter(pl.col("p_a").is_null())
+    assert unscored.height == 1
+    assert unscored["error"][0].startswith("refused by the API (HTTP 400 invalid_prompt): Invalid prompt")
+
+
+def test_failed_validation_stops_with_the_providers_message(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    fake.batch.fail_validation = "The model 'fake-model' is not supported by the Batch API."
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        result = run_cli(*compare_args(server, a, b, out, "--batch-api", *POLL))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("asyncpipe: error: batch batch_fake1 (requests-0001) failed:")
+    assert "is not supported by the Batch API" in message
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "failed"
+    assert not (out / "classify.yaml").exists()
+
+
+def test_batches_lists_and_cancel_stops_the_run(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    fake.batch.hold.set()
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        process = start_cli(*compare_args(server, a, b, out, "--batch-api", *POLL))
+        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)))
+        listing = run_cli("batches", out)
+        cancel = run_cli("batches", out, "--cancel", "--base-url", server.base_url)
+        _, stderr = process.communicate(timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    assert "batch_fake1" in listing.stdout and "submitted" in listing.stdout
+    assert cancel.returncode == 0, cancel.stderr
+    assert "cancelling 1 batch(es): batch_fake1" in cancel.stdout
+    assert process.returncode == 1
+    assert "batch batch_fake1 was cancelled" in stderr.strip().splitlines()[-1]
+    after = run_cli("batches", out)
+    assert "cancelled" in after.stdout
+
+
+def test_cancel_refuses_another_endpoint_than_the_runs(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    fake.batch.fail_validation = "no"
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        run_cli(*compare_args(server, a, b, out, "--batch-api", *POLL))
+    result = run_cli("batches", out, "--cancel", "--base-url", "http://127.0.0.1:9/v1")
+    assert result.returncode == 2
+    assert "pass --base-url http://127.0.0.1" in result.stderr
+
+
+def test_dry_run_prices_the_final_pass_at_half(tmp_path):
+    a, b = fruit_files(tmp_path)
+    common = ["compare", a, b, "--model", "gpt-4.1-mini", "--dry-run", "--output", tmp_path / "o"]
+    online = run_cli(*common)
+    batch = run_cli(*common, "--batch-api")
+    assert online.returncode == 0 and batch.returncode == 0, batch.stderr
+
+    def costs(text: str) -> dict[str, float]:
+        out = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if (
+                len(parts) >= 2
+                and parts[0] in ("describe", "classify", "batch", "total")
+                and parts[1].startswith("$")
+            ):
+                out[parts[0]] = float(parts[1].strip("$").replace(",", ""))
+        return out
+
+    on, off = costs(online.stdout), costs(batch.stdout)
+    assert "$0.20 in / $0.80 out per million tokens" in batch.stdout  # gpt-4.1-mini at half price
+    assert off["describe"] == on["describe"]
+    final_online = on["classify"] - off["classify"]  # what the final pass costs online
+    assert final_online > 0
+    assert abs(off["batch"] - final_online / 2) < 0.0002
+    assert off["total"] < on["total"]
+
+
+def test_batch_api_is_refused_for_the_embedded_model(tmp_path):
+    a, b = fruit_files(tmp_path)
+    result = run_cli("compare", a, b, "--model", "local", "--batch-api", "--output", tmp_path / "o")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "asyncpipe: error: --batch-api needs an API model; the embedded model runs in this process, not in batches"
+    ]
+    assert not (tmp_path / "o").exists()
+
+
+def vllm_run_batch(fake: FakeOpenAI, requests: Path, output: Path) -> None:
+    """What ``vllm run-batch -i requests -o output`` writes: one result line per request line."""
+    lines = []
+    for n, text in enumerate(requests.read_text().splitlines()):
+        request = json.loads(text)
+        body = fake.classify_body(request["body"], fake.scorer(request["body"]))
+        response = {"status_code": 200, "request_id": f"vllm-batch-{n}", "body": body}
+        lines.append(
+            {"id": f"vllm-{n}", "custom_id": request["custom_id"], "response": response, "error": None}
+        )
+    output.write_text("".join(json.dumps(line) + "\n" for line in reversed(lines)))
+
+
+def test_export_then_import_continues_the_run(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        exported = run_cli(*compare_args(server, a, b, out, "--batch-api", "export"))
+        assert exported.returncode == 0, exported.stderr
+        files = sorted((out / "batches").glob("requests-*.jsonl"))
+        assert len(files) == 1
+        assert (
+            f"vllm run-batch -i {files[0]} -o {files[0].with_suffix('.out.jsonl')} --model fake-model"
+            in exported.stdout
+        )
+        assert json.loads((out / "run.json").read_text())["status"] == "exported"
+        assert not (out / "classify.yaml").exists()
+        first = json.loads(files[0].read_text().splitlines()[0])
+        assert set(first) == {"custom_id", "method", "url", "body"}
+        assert (first["method"], first["url"]) == ("POST", "/v1/chat/completions")
+        vllm_run_batch(fake, files[0], files[0].with_suffix(".out.jsonl"))
+        steps_requests = len(fake.classify_requests())
+        imported = run_cli(
+            *compare_args(server, a, b, out, "--batch-api", f"import={files[0].with_suffix('.out.jsonl')}")
+        )
+        assert imported.returncode == 0, imported.stderr
+        assert len(fake.classify_requests()) == steps_requests  # the final pass came from the file
+    assert fake.batch.created == 0
+    assert pl.read_parquet(out / "predictions.parquet")["p_a"].null_count() == 0
+
+
+def test_classify_command_with_batch_api_equals_online(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    with ServerThread(fake) as server:
+        assert run_cli(*compare_args(server, a, b, tmp_path / "run")).returncode == 0
+        classifier = tmp_path / "run" / "classify.yaml"
+        common = ["classify", classifier, a, b, "--base-url", server.base_url, "--quiet"]
+        online = run_cli(*common, "--output", tmp_path / "online")
+        assert online.returncode == 0, online.stderr
+        fake.requests.clear()
+        batch = run_cli(*common, "--output", tmp_path / "batch", "--batch-api", *POLL)
+    assert batch.returncode == 0, batch.stderr
+    assert fake.classify_requests() == []
+    assert fake.batch.created == 1
+    for name in ("predictions.parquet", "metrics.parquet"):
+        assert pl.read_parquet(tmp_path / "online" / name).equals(pl.read_parquet(tmp_path / "batch" / name))
