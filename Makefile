@@ -12,7 +12,7 @@ DIR ?=
 ARGS ?=
 CACHE ?=
 
-.PHONY: install browser test test-fast demo lint format bench bench-local bench-cost compare pairs report clean
+.PHONY: install browser test test-fast demo lint format bench bench-batch bench-local bench-cost compare pairs report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ format: $(STAMP)
 bench: $(STAMP)  ## engine throughput, latency, rate-limit and memory benchmarks against a local stub; metrics at scale
 	$(BIN)/python -m bench.bench_engine
 	$(BIN)/python -m bench.bench_metrics
+
+bench-batch: $(STAMP)  ## --batch-api: peak memory of 1,000,000 rows in batch mode, beside the online figure
+	$(BIN)/python -m bench.bench_batch
 
 bench-local: $(STAMP)  ## embedded model: prefix reuse against full evaluation, side by side
 	$(BIN)/python -m bench.bench_local

@@ -650,6 +650,23 @@ class ServerThread:
         self._thread.join(10)
 
 
+def run_batch_file(fake: FakeOpenAI, requests: str, output: str) -> None:
+    """What ``vllm run-batch -i requests -o output`` writes, answered as the fake server would: one result
+    line per request line (in reverse order: readers must join on custom_id)."""
+    lines = []
+    with open(requests, encoding="utf-8") as handle:
+        for n, text in enumerate(handle):
+            request = json.loads(text)
+            body = request["body"]
+            answer = fake.classify_body(body, fake.scorer(body))
+            response = {"status_code": 200, "request_id": f"vllm-batch-{n}", "body": answer}
+            lines.append(
+                {"id": f"vllm-{n}", "custom_id": request["custom_id"], "response": response, "error": None}
+            )
+    with open(output, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(line) + "\n" for line in reversed(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8900)
@@ -663,6 +680,12 @@ def main() -> None:
         help="comma-separated description strengths by step (e.g. 0.3,0.9,1.4,1.6,1.5): scripted "
         "descriptions whose quality follows them, scored by graded_scorer",
     )
+    parser.add_argument(
+        "--run-batch",
+        nargs=2,
+        metavar=("REQUESTS", "OUTPUT"),
+        help="answer a request file offline, as 'vllm run-batch -i REQUESTS -o OUTPUT' would, and exit",
+    )
     args = parser.parse_args()
     word_a, word_b = args.word_a.lower(), args.word_b.lower()
     strengths = [float(x) for x in args.strengths.split(",")] if args.strengths else None
@@ -674,6 +697,9 @@ def main() -> None:
         serial=args.serial,
         record=False,
     )
+    if args.run_batch:
+        run_batch_file(fake, *args.run_batch)
+        return
     web.run_app(fake.app(), host="127.0.0.1", port=args.port, access_log=None)
 
 

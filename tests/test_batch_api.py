@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from tests.conftest import fake_compare, fruit_files, run_cli, start_cli
-from tests.fake_openai import FakeOpenAI, ServerThread, is_classify, row_of
+from tests.conftest import fake_compare, fruit_files, fruit_rows, run_cli, start_cli
+from tests.fake_openai import FakeOpenAI, ServerThread, is_classify, row_of, run_batch_file
 from tests.test_interrupts import wait_until
 
 POLL = ("--poll-interval", "0.01")
@@ -254,19 +254,6 @@ def test_batch_api_is_refused_for_the_embedded_model(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def vllm_run_batch(fake: FakeOpenAI, requests: Path, output: Path) -> None:
-    """What ``vllm run-batch -i requests -o output`` writes: one result line per request line."""
-    lines = []
-    for n, text in enumerate(requests.read_text().splitlines()):
-        request = json.loads(text)
-        body = fake.classify_body(request["body"], fake.scorer(request["body"]))
-        response = {"status_code": 200, "request_id": f"vllm-batch-{n}", "body": body}
-        lines.append(
-            {"id": f"vllm-{n}", "custom_id": request["custom_id"], "response": response, "error": None}
-        )
-    output.write_text("".join(json.dumps(line) + "\n" for line in reversed(lines)))
-
-
 def test_export_then_import_continues_the_run(tmp_path):
     a, b = fruit_files(tmp_path)
     fake = FakeOpenAI()
@@ -285,7 +272,7 @@ def test_export_then_import_continues_the_run(tmp_path):
         first = json.loads(files[0].read_text().splitlines()[0])
         assert set(first) == {"custom_id", "method", "url", "body"}
         assert (first["method"], first["url"]) == ("POST", "/v1/chat/completions")
-        vllm_run_batch(fake, files[0], files[0].with_suffix(".out.jsonl"))
+        run_batch_file(fake, str(files[0]), str(files[0].with_suffix(".out.jsonl")))  # as vllm run-batch
         steps_requests = len(fake.classify_requests())
         imported = run_cli(
             *compare_args(server, a, b, out, "--batch-api", f"import={files[0].with_suffix('.out.jsonl')}")
@@ -312,3 +299,38 @@ def test_classify_command_with_batch_api_equals_online(tmp_path):
     assert fake.batch.created == 1
     for name in ("predictions.parquet", "metrics.parquet"):
         assert pl.read_parquet(tmp_path / "online" / name).equals(pl.read_parquet(tmp_path / "batch" / name))
+
+
+def test_pairs_send_each_pairs_final_pass_as_batches(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for fruit in ("apple", "banana", "cherry"):
+        (folder / f"{fruit}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fruit_rows(fruit, 16)))
+    fake = FakeOpenAI()
+    out = tmp_path / "pairs"
+    with ServerThread(fake) as server:
+        common = ["pairs", folder, "--base-url", server.base_url, "--model", "fake-model", "--output", out]
+        common += ["--batch-size", "8", "--max-steps", "1", "--quiet", "--batch-api"]
+        result = run_cli(*common, *POLL)
+    assert result.returncode == 0, result.stderr
+    pair_dirs = sorted(p.parent.parent for p in out.glob("*/batches/batches.json"))
+    assert len(pair_dirs) == 3 and fake.batch.created == 3  # one batch per pair, in the pair's folder
+    for pair in pair_dirs:
+        assert json.loads((pair / "run.json").read_text())["status"] == "complete"
+    listing = run_cli("batches", out)
+    assert listing.returncode == 0 and listing.stdout.count("batch_fake") == 3
+
+
+def test_a_batch_api_without_logprobs_stops_instead_of_going_online(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    fake.batch.line_fault = lambda _custom_id, _body: "no_logprobs"
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        result = run_cli(*compare_args(server, a, b, out, "--batch-api", *POLL))
+        steps_requests = 80  # two steps of 32 rows and 8 held-out rows each
+        assert len(fake.classify_requests()) == steps_requests  # the 40 failed lines were not sent online
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "answers came without logprobs and none with them" in last and "run without --batch-api" in last
+    assert ledger(out)[0]["state"] == "failed"

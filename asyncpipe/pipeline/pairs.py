@@ -32,7 +32,7 @@ import yaml
 
 from asyncpipe import __version__
 from asyncpipe.config import RunConfig
-from asyncpipe.errors import FatalAPIError, UserError
+from asyncpipe.errors import BatchFilesWritten, FatalAPIError, UserError
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.pipeline.compare import compare, make_pool
 from asyncpipe.pipeline.outputs import run_fingerprint, write_json_atomic, write_parquet_atomic
@@ -325,6 +325,14 @@ async def run_pairs(
                         stats=stats.to_dict(),
                         seconds=time.monotonic() - started,
                     )
+                except BatchFilesWritten as exc:  # --batch-api export: this pair waits for its results
+                    result = PairResult(
+                        job,
+                        "exported",
+                        reason=str(exc),
+                        stats=stats.to_dict(),
+                        seconds=time.monotonic() - started,
+                    )
                 except BaseException:
                     results[job.subdir] = replace(results[job.subdir], status="interrupted")
                     raise
@@ -360,8 +368,8 @@ async def run_pairs(
 
 
 def _one_line(result: PairResult) -> str:
-    if result.status == "failed":
-        return f"failed: {result.reason}"
+    if result.status in ("failed", "exported"):
+        return f"{result.status}: {result.reason}"
     raw = (result.held_out or {}).get("raw") or {}
     stats = result.stats or {}
     accuracy = (

@@ -32,6 +32,7 @@ from asyncpipe.llm.batch.ledger import Ledger, Part
 from asyncpipe.llm.batch.requests import read_ids, remaining_lines, write_request_files
 from asyncpipe.llm.batch.results import Imported, import_line
 from asyncpipe.llm.cache import ResponseCache
+from asyncpipe.llm.client import REJECTED_LIMIT
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
 
@@ -224,11 +225,19 @@ class BatchRunner:
 
         into, stats = await self.policy.run(read)
         self._count(stats)
+        problem = None
         if into.no_logprobs >= NO_LOGPROBS_LIMIT and into.answered == 0:
-            raise FatalAPIError(
-                f"batch {part.batch_id}: {into.no_logprobs} answers came without logprobs and none with them; "
-                "this endpoint's Batch API does not return logprobs, so it cannot classify: run without --batch-api"
+            problem = (
+                f"{into.no_logprobs} answers came without logprobs and none with them; this endpoint's Batch API "
+                "does not return logprobs, so it cannot classify: run without --batch-api"
             )
+        elif len(into.refused) >= REJECTED_LIMIT and into.answered == 0:
+            # as online: a run of refusals is the whole run's problem (a wrong parameter), not the rows'
+            problem = f"all {len(into.refused)} answered lines were refused; the first: {next(iter(into.refused.values()))}"
+        if problem is not None:
+            part.state, part.message = "failed", problem
+            self.ledger.save()
+            raise FatalAPIError(f"batch {part.batch_id}: {problem}")
         part.refused = into.refused
         part.to_retry = into.to_retry
         return into
