@@ -377,7 +377,9 @@ def _run(args: argparse.Namespace) -> int:
         print(render_report(args.directory))
         return 0
     if args.command == "batches":
-        return _batches(args)
+        from asyncpipe.pipeline.batch_pass import batches_command
+
+        return batches_command(args.directory, cancel=args.cancel, base_url=args.base_url)
     if args.command == "demo":
         from asyncpipe.demo import demo_arguments
 
@@ -423,35 +425,6 @@ def _run(args: argparse.Namespace) -> int:
     if not reporter.quiet:
         print_summary(outcome, reporter.console)
     print(outcome.index_html)
-    return 0
-
-
-def _batches(args: argparse.Namespace) -> int:
-    """``asyncpipe batches DIR [--cancel]``."""
-    import json
-
-    from asyncpipe.pipeline.batch_pass import cancel_batches, describe_batches
-
-    print(describe_batches(args.directory))
-    if not args.cancel:
-        return 0
-    from asyncpipe.llm.batch.api import BatchAPI
-    from asyncpipe.llm.openai_http import OPENAI_BASE_URL
-
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
-    try:
-        saved = json.loads((args.directory / "run.json").read_text(encoding="utf-8"))["config"]["base_url"]
-    except (OSError, ValueError, KeyError, TypeError):
-        saved = None
-    if saved and saved.rstrip("/") != base_url.rstrip("/"):
-        # never send the key to an address read from a file, nor cancel at the wrong endpoint
-        raise UserError(
-            f"{args.directory} sent its batches to {saved}; pass --base-url {saved} to cancel them"
-        )
-    key = os.environ.get("OPENAI_API_KEY")
-    api = BatchAPI(base_url, {"Authorization": f"Bearer {key}"} if key else {})
-    cancelled = anyio.run(lambda: cancel_batches(args.directory, api))
-    print(f"cancelling {len(cancelled)} batch(es): {', '.join(cancelled) or 'none was open'}")
     return 0
 
 

@@ -11,7 +11,8 @@ import polars as pl
 import yaml
 
 from tests.conftest import fake_compare, fruit_files, fruit_rows, run_cli, start_cli
-from tests.fake_openai import FakeOpenAI, ServerThread, is_classify, row_of, run_batch_file
+from tests.fake_batch import run_batch_file
+from tests.fake_openai import FakeOpenAI, ServerThread, is_classify, row_of
 from tests.test_interrupts import wait_until
 
 POLL = ("--poll-interval", "0.01")

@@ -14,15 +14,21 @@ into the cache, then go on.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import anyio
 
 from asyncpipe.config import BatchOptions
 from asyncpipe.errors import BatchFilesWritten, UserError
 from asyncpipe.llm.base import LabelScore, Message
+from asyncpipe.llm.batch.api import BatchAPI
 from asyncpipe.llm.batch.ledger import Ledger
 from asyncpipe.llm.batch.runner import BatchRunner, BatchSettings
 from asyncpipe.llm.client import LLMClient
+from asyncpipe.llm.openai_http import OPENAI_BASE_URL
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.pipeline.progress import Reporter
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, fence_safe
@@ -181,3 +187,23 @@ async def cancel_batches(out: Path, api) -> list[str]:
     finally:
         await api.aclose()
     return cancelled
+
+
+def batches_command(out: Path, *, cancel: bool, base_url: str | None) -> int:
+    """``asyncpipe batches DIR [--cancel]``: list the recorded batches; cancel the open ones at the
+    endpoint the run used (never at an address read from the directory: the key goes there)."""
+    print(describe_batches(out))
+    if not cancel:
+        return 0
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+    try:
+        saved = json.loads((out / "run.json").read_text(encoding="utf-8"))["config"]["base_url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        saved = None
+    if saved and saved.rstrip("/") != base_url.rstrip("/"):
+        raise UserError(f"{out} sent its batches to {saved}; pass --base-url {saved} to cancel them")
+    key = os.environ.get("OPENAI_API_KEY")
+    api = BatchAPI(base_url, {"Authorization": f"Bearer {key}"} if key else {})
+    cancelled = anyio.run(lambda: cancel_batches(out, api))
+    print(f"cancelling {len(cancelled)} batch(es): {', '.join(cancelled) or 'none was open'}")
+    return 0
