@@ -49,9 +49,13 @@ class FakeBatches:
     #: answer GET /v1/batches/{id} with HTTP 503 this many times first (the client must keep polling)
     poll_errors: int = 0
     seed: int = 0
+    #: False: no Batch endpoints at all (a vLLM or llama.cpp server), every path answers 404
+    enabled: bool = True
 
     def attach(self, fake: FakeOpenAI, app: web.Application) -> None:
         self.fake = fake
+        if not self.enabled:
+            return
         app.router.add_post("/v1/files", self.upload)
         app.router.add_get("/v1/files/{id}/content", self.content)
         app.router.add_post("/v1/batches", self.create)

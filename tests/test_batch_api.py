@@ -335,3 +335,17 @@ def test_a_batch_api_without_logprobs_stops_instead_of_going_online(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert "answers came without logprobs and none with them" in last and "run without --batch-api" in last
     assert ledger(out)[0]["state"] == "failed"
+
+
+def test_an_endpoint_without_batch_api_stops_with_advice(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    fake.batch.enabled = False  # like a vLLM server: chat completions only
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        result = run_cli(*compare_args(server, a, b, out, "--batch-api", *POLL))
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "/files: HTTP 404" in last and "use --batch-api export and vllm run-batch" in last
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+    assert ledger(out)[0]["state"] == "written"  # recorded, not sent: a later run picks it up

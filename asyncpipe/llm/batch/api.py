@@ -134,4 +134,6 @@ def _error(method: str, url: str, status: int, raw: bytes) -> Exception:
     if status in (408, 409, 425, 429) or status >= 500:
         return RetryableAPIError(f"{method} {url}: HTTP {status}: {message}", status=status)
     hint = "; check OPENAI_API_KEY" if status in (401, 403) else ""
+    if status in (404, 405) and url.endswith(("/files", "/batches")):
+        hint = "; this endpoint has no Batch API (for vLLM use --batch-api export and vllm run-batch)"
     return FatalAPIError(f"{method} {url}: HTTP {status}: {message}{hint}", status=status, code=code)

@@ -184,23 +184,35 @@ class BatchRunner:
             self.on_progress(self.ledger.summary())
 
     # -- 2. submit --------------------------------------------------------------------------------
+    async def _call(self, what: str, call):
+        """One Batch API call under the usual retry policy; when its tries run out, the run stops (the
+        ledger says where, and the same command continues from there)."""
+        try:
+            return await self.policy.run(call)
+        except RetryableAPIError as exc:
+            raise FatalAPIError(f"{what} failed after {self.policy.max_attempts} attempts: {exc}") from None
+
     async def _submit(self, part: Part) -> None:
         api = self.api
         assert api is not None
         if part.state == "written":
-            part.input_file_id = await self.policy.run(lambda: api.upload(self.ledger.requests_path(part)))
+            path = self.ledger.requests_path(part)
+            part.input_file_id = await self._call(f"uploading {path}", lambda: api.upload(path))
             part.state = "uploaded"
             self.ledger.save()
         batch = None
         if part.batch_id is None and part.input_file_id is not None:
-            batch = await self.policy.run(lambda: api.find(part.input_file_id))  # type: ignore[arg-type]
+            batch = await self._call("listing batches", lambda: api.find(part.input_file_id))  # type: ignore[arg-type]
             if batch is not None:
                 self.log(
                     f"batch: {part.name} was submitted before it could be recorded: polling {batch['id']}"
                 )
         if batch is None:
             metadata = {"asyncpipe_part": part.name, "model": self.model}
-            batch = await self.policy.run(lambda: api.create(part.input_file_id, metadata))  # type: ignore[arg-type]
+            batch = await self._call(
+                f"creating the batch of {part.name}",
+                lambda: api.create(part.input_file_id, metadata),  # type: ignore[arg-type]
+            )
         part.batch_id = str(batch["id"])
         part.state = "submitted"
         self._note(part, batch)
@@ -223,7 +235,7 @@ class BatchRunner:
                         import_line(line, self.cache, stats, into)
             return into, stats
 
-        into, stats = await self.policy.run(read)
+        into, stats = await self._call(f"reading the results of {part.batch_id}", read)
         self._count(stats)
         problem = None
         if into.no_logprobs >= NO_LOGPROBS_LIMIT and into.answered == 0:
