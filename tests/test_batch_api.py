@@ -349,3 +349,27 @@ def test_an_endpoint_without_batch_api_stops_with_advice(tmp_path):
     assert "/files: HTTP 404" in last and "use --batch-api export and vllm run-batch" in last
     assert json.loads((out / "run.json").read_text())["status"] == "failed"
     assert ledger(out)[0]["state"] == "written"  # recorded, not sent: a later run picks it up
+
+
+def test_run_json_prices_the_batch_answers_at_the_batch_discount(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        args = ["compare", a, b, "--base-url", server.base_url, "--model", "gpt-4.1-mini", "--output", out]
+        result = run_cli(*args, "--max-steps", "2", "--quiet", "--batch-api", *POLL)
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((out / "run.json").read_text())["stats"]
+
+    def cost(role: dict, factor: float) -> float:  # gpt-4.1-mini: $0.40 in, $0.10 cached, $1.60 out
+        uncached = role["prompt_tokens"] - role["cached_tokens"]
+        return (
+            factor * (uncached * 0.40 + role["cached_tokens"] * 0.10 + role["completion_tokens"] * 1.60) / 1e6
+        )
+
+    roles = stats["by_role"]
+    assert roles["classify_batch"]["requests"] == 40 and roles["classify_batch"]["prompt_tokens"] > 0
+    expected = (
+        cost(roles["describe"], 1.0) + cost(roles["classify"], 1.0) + cost(roles["classify_batch"], 0.5)
+    )
+    assert abs(stats["estimated_cost_usd"] - expected) < 1e-12
