@@ -36,7 +36,7 @@ from asyncpipe.llm.limiter import AdaptiveLimiter
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.pipeline.batch_pass import batch_final_pass, final_requests
-from asyncpipe.pipeline.classify import classify_rows
+from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.pipeline.progress import Reporter
 from bench.bench_engine import CONCURRENCY, ROOT, TARGET_MB, _CannedProvider, classify_prompt, make_rows
 

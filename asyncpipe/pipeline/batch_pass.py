@@ -1,7 +1,7 @@
 """The final classification through the Batch API (``--batch-api``), before the usual online pass.
 
 The describe steps and their classification stay online: each step needs its answers before the next.
-The final pass's requests, exactly those :func:`~asyncpipe.pipeline.classify.classify_rows` would
+The final pass's requests, exactly those :func:`~asyncpipe.pipeline.fanout.classify_rows` would
 send, go first as batch jobs (or as files for an offline engine); their answers land in the response
 cache, and ``classify_rows`` then runs as always and finds them there. So metrics, predictions and the
 report are those of an online run on the same answers, and whatever a batch could not answer (a line
