@@ -373,3 +373,19 @@ def test_run_json_prices_the_batch_answers_at_the_batch_discount(tmp_path):
         cost(roles["describe"], 1.0) + cost(roles["classify"], 1.0) + cost(roles["classify_batch"], 0.5)
     )
     assert abs(stats["estimated_cost_usd"] - expected) < 1e-12
+
+
+def test_a_run_without_batch_api_warns_of_batches_left_open(tmp_path):
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    fake.batch.hold.set()
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        process = start_cli(*compare_args(server, a, b, out, "--batch-api", *POLL))
+        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)))
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=20)
+        online = run_cli(*fake_compare(server, a, b, out), "--max-steps", "2")
+    assert online.returncode == 0, online.stderr
+    assert "note: 1 batch(es) of an earlier --batch-api run are still open (batch_fake1)" in online.stderr
+    assert f"asyncpipe batches {out} --cancel" in online.stderr

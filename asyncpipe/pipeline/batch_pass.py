@@ -150,6 +150,24 @@ def progress_display(reporter: Reporter) -> Callable[[dict], None]:
     return show
 
 
+def open_batches_note(out: Path) -> str | None:
+    """A warning for a run without ``--batch-api`` in a directory whose earlier run left batches open
+    (they go on, and are billed, until they finish or are cancelled)."""
+    path = out / BATCH_DIR / "batches.json"
+    if not path.is_file():
+        return None
+    try:
+        open_ids = [p.batch_id for p in Ledger(path.parent).parts if p.state == "submitted" and p.batch_id]
+    except (OSError, ValueError, TypeError):
+        return None
+    if not open_ids:
+        return None
+    return (
+        f"note: {len(open_ids)} batch(es) of an earlier --batch-api run are still open ({', '.join(open_ids[:3])}); "
+        f"this run answers online. Add --batch-api to use their answers, or stop them: asyncpipe batches {out} --cancel"
+    )
+
+
 def describe_batches(out: Path) -> str:
     """``asyncpipe batches DIR``: the batches recorded in an output directory (and in its pairs')."""
     ledgers = [p.parent for p in sorted(out.glob(f"**/{BATCH_DIR}/batches.json"))]

@@ -38,7 +38,12 @@ from asyncpipe.metrics.stopping import (
     row_log_losses,
 )
 from asyncpipe.pipeline import artifacts
-from asyncpipe.pipeline.batch_pass import batch_final_pass, final_requests, progress_display
+from asyncpipe.pipeline.batch_pass import (
+    batch_final_pass,
+    final_requests,
+    open_batches_note,
+    progress_display,
+)
 from asyncpipe.pipeline.fanout import Scores, classify_rows
 from asyncpipe.pipeline.inputs import load_sides_for, plan_for
 from asyncpipe.pipeline.outputs import (
@@ -552,6 +557,8 @@ class Run:
         ]
         if cfg.batch is not None:
             await self.batch_pass(selected.description, all_rows)
+        elif note := open_batches_note(self.out):
+            self.reporter.log(note)
         scores = await self.classify(selected.description, all_rows, "final classification of every row")
         shown = self.plan.shown
         held = set(self.validation)
