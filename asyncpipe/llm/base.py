@@ -103,6 +103,9 @@ class Provider(Protocol):
 
     # Optional, for speed: ``prepare_score(prompt: SlotPrompt)`` returning an async ``score(fill)`` that
     # behaves exactly like ``score_labels(prompt.messages(fill))``. The client uses it when present.
+    # Optional, for ``--batch-api`` (an HTTP provider; the embedded model is refused before a run starts):
+    # ``prepare_body(prompt)`` returning ``body(fill)``, the exact bytes ``score_labels`` would POST, and
+    # ``batch_api()`` returning the endpoint's :class:`~asyncpipe.llm.batch.api.BatchAPI`.
 
     async def generate(
         self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
