@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import polars as pl
@@ -13,9 +14,17 @@ import yaml
 from tests.conftest import fake_compare, fruit_files, fruit_rows, run_cli, start_cli
 from tests.fake_batch import run_batch_file
 from tests.fake_openai import FakeOpenAI, ServerThread, is_classify, row_of
-from tests.test_interrupts import wait_until
 
 POLL = ("--poll-interval", "0.01")
+
+
+def wait_until(condition, process, limit: float = 300.0) -> None:
+    """Poll for a condition while the run goes on (bounded), rather than sleeping for a guessed time."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert process.poll() is None, f"the run ended first: {process.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
 
 
 def compare_args(server: ServerThread, a: Path, b: Path, out: Path, *extra) -> list:
@@ -83,7 +92,9 @@ def test_kill_while_polling_then_rerun_polls_the_same_batch(tmp_path):
     with ServerThread(fake) as server:
         args = compare_args(server, a, b, out, "--batch-api", *POLL)
         process = start_cli(*args)
-        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)) and fake.batch.polls >= 3)
+        wait_until(
+            lambda: any(p["state"] == "submitted" for p in ledger(out)) and fake.batch.polls >= 3, process
+        )
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=20)
         assert fake.batch.created == 1
@@ -103,7 +114,7 @@ def test_a_batch_created_but_not_recorded_is_found_by_its_file(tmp_path):
     with ServerThread(fake) as server:
         args = compare_args(server, a, b, out, "--batch-api", *POLL)
         process = start_cli(*args)
-        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)))
+        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)), process)
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=20)
         # as if the kill had come between creating the batch and recording it
@@ -191,7 +202,7 @@ def test_batches_lists_and_cancel_stops_the_run(tmp_path):
     out = tmp_path / "out"
     with ServerThread(fake) as server:
         process = start_cli(*compare_args(server, a, b, out, "--batch-api", *POLL))
-        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)))
+        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)), process)
         listing = run_cli("batches", out)
         cancel = run_cli("batches", out, "--cancel", "--base-url", server.base_url)
         _, stderr = process.communicate(timeout=60)
@@ -382,7 +393,7 @@ def test_a_run_without_batch_api_warns_of_batches_left_open(tmp_path):
     out = tmp_path / "out"
     with ServerThread(fake) as server:
         process = start_cli(*compare_args(server, a, b, out, "--batch-api", *POLL))
-        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)))
+        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)), process)
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=20)
         online = run_cli(*fake_compare(server, a, b, out), "--max-steps", "2")
