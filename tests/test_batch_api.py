@@ -82,6 +82,11 @@ def test_batch_run_equals_online_run_and_sends_no_online_final_request(tmp_path)
     assert run["batches"]["completed"] == 40 and run["batches"]["open"] == 0
     assert run["stats"]["by_role"]["classify_batch"]["requests"] == 40
     assert all(p["state"] == "done" and p["batch_status"] == "completed" for p in ledger(tmp_path / "batch"))
+    # the record has the permissions of any new file (umask), like every other output, not mkstemp's 0600
+    records = tmp_path / "batch" / "batches"
+    assert (records / "batches.json").stat().st_mode & 0o777 == (
+        records / "requests-0001.ids"
+    ).stat().st_mode & 0o777
 
 
 def test_kill_while_polling_then_rerun_polls_the_same_batch(tmp_path):

@@ -54,6 +54,12 @@ class Part:
         return self.state in ("written", "uploaded", "submitted")
 
 
+def _new_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class Ledger:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -84,6 +90,7 @@ class Ledger:
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{LEDGER}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                os.fchmod(handle.fileno(), _new_file_mode())  # as open() would make it, not mkstemp's 0600
                 json.dump(data, handle, indent=1)
                 handle.flush()
                 os.fsync(handle.fileno())
