@@ -161,6 +161,17 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
         help="also classify with A and B swapped and average (twice the cost)",
     )
     p.add_argument(
+        "--properties",
+        type=_count,
+        metavar="K",
+        help="after the loop, list up to K yes/no properties and test each pair by pair (default 8; 0: off)",
+    )
+    p.add_argument(
+        "--properties-on",
+        choices=("held-out", "all"),
+        help="check the properties on the held-out rows (default) or on every row of both files",
+    )
+    p.add_argument(
         "--resume", action="store_true", help="continue the run in OUTPUT even if its settings differ"
     )
     p.add_argument("--force", action="store_true", help="replace an earlier, different run in OUTPUT")
@@ -225,6 +236,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--base-url", help="the endpoint the batches were sent to (default: $OPENAI_BASE_URL, else OpenAI)"
     )
+
+    p = sub.add_parser(
+        "properties",
+        help="test your own yes/no properties on files: prevalence per file, paired differences against a base",
+    )
+    p.add_argument(
+        "props", type=Path, metavar="PROPS_YAML", help="a list of questions, or of {name, question}"
+    )
+    p.add_argument(
+        "paths", nargs="+", metavar="FILE_DIR_OR_GLOB", help="files, folders (searched below) or globs"
+    )
+    p.add_argument("--output", type=Path, required=True, help="output directory")
+    p.add_argument(
+        "--against",
+        metavar="BASE",
+        help="compare each file with this base, pair by pair (a path or a file name)",
+    )
+    p.add_argument("--by-question", action="store_true", help="group files by question folder, as pairs does")
+    p.add_argument("--max-rows", type=_positive_int, help="check only the first N rows of each file")
+    p.add_argument(
+        "--column", help="the text column (default: first of answer, response, completion, output, text)"
+    )
+    p.add_argument("--columns", help="several columns per row, comma-separated")
+    p.add_argument("--no-question", action="store_true", help="do not show the 'question' column as context")
+    p.add_argument("--max-row-chars", type=_positive_int, help="cut rows longer than this (default 6000)")
+    p.add_argument("--force", action="store_true", help="replace an earlier, different run in OUTPUT")
+    p.add_argument("--dry-run", action="store_true", help="count the requests and their cost; send nothing")
+    add_model_options(p)
 
     p = sub.add_parser("report", help="re-render the HTML report of an output directory (no API calls)")
     p.add_argument("directory", type=Path, metavar="DIR")
@@ -351,6 +390,8 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         tpm=args.tpm,
         cache_path=args.cache,
         swap_labels=args.swap_labels,
+        properties=pick("properties"),
+        properties_on=pick("properties_on"),
         force=args.force,
         resume=args.resume,
         dry_run=getattr(args, "dry_run", False),
@@ -374,6 +415,13 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         if not (args.directory / "run.json").is_file():
             raise UserError(f"{args.directory}: not an asyncpipe output directory (no run.json)")
+        if (args.directory / "properties.parquet").is_file() and not (
+            args.directory / "steps.jsonl"
+        ).is_file():
+            from asyncpipe.report.properties import render_properties_page
+
+            print(render_properties_page(args.directory))
+            return 0
         print(render_report(args.directory))
         return 0
     if args.command == "batches":
@@ -396,6 +444,19 @@ def _run(args: argparse.Namespace) -> int:
         batch = batch_options(args, load_settings(args.config), args.model or "")  # local: refused inside
         outcome = anyio.run(lambda: classify_saved(args, reporter, batch=batch))
         print(outcome)
+        return 0
+    if args.command == "properties":
+        from asyncpipe.pipeline.prevalence import run_properties
+
+        base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        from asyncpipe.prompts.properties import load_properties_file
+
+        load_properties_file(args.props)  # a malformed file stops here, before a model is even looked for
+        _, model = resolve_models(args, base_url, reporter.log)
+        reporter.price = model_facts(model).price
+        index = anyio.run(lambda: run_properties(args, reporter, model, base_url))
+        if not args.dry_run:
+            print(index)
         return 0
     if args.command == "pairs":
         from asyncpipe.pipeline.pairs import run_pairs

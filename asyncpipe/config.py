@@ -93,7 +93,11 @@ SETTING_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "batch_max_requests": ("int", lambda v: v >= 1, "an integer ≥ 1"),
     "batch_max_bytes": ("int", lambda v: v >= 1024, "a number of bytes ≥ 1024"),
     "batch_poll_interval": ("float", lambda v: v > 0, "a number of seconds > 0"),
+    "properties": ("int", lambda v: v >= 0, "an integer ≥ 0"),
+    "properties_on": ("str", lambda v: v in PROPERTIES_ON, "'held-out' or 'all'"),
 }
+#: which rows compare checks its properties on
+PROPERTIES_ON = ("held-out", "all")
 
 
 def _is_kind(value: Any, kind: str) -> bool:
@@ -105,6 +109,8 @@ def _is_kind(value: Any, kind: str) -> bool:
         return False
     if kind == "float":
         return isinstance(value, (int, float)) and math.isfinite(value)
+    if kind == "str":
+        return isinstance(value, str)
     return isinstance(value, int)
 
 
@@ -188,6 +194,10 @@ class Templates:
     describe_history: str
     classify_system: str
     classify_user: str
+    properties_system: str
+    properties_user: str
+    property_check_system: str
+    property_check_user: str
 
     @classmethod
     def from_settings(cls, prompts: dict[str, str]) -> Templates:
@@ -250,6 +260,9 @@ class RunConfig:
     tpm: float | None = None
     cache_path: Path | None = None
     swap_labels: bool = False
+    #: yes/no properties listed and checked after the loop (0: none), and on which rows
+    properties: int = 8
+    properties_on: str = "held-out"
     force: bool = False
     resume: bool = False
     dry_run: bool = False
@@ -297,5 +310,7 @@ class RunConfig:
             "describe_temperature",
             "seed",
             "swap_labels",
+            "properties",
+            "properties_on",
         }
         return {k: v for k, v in self.public_dict().items() if k in keep}

@@ -36,6 +36,8 @@ def demo_arguments(output: Path, *, quiet: bool = False) -> list[str]:
         "0.25",
         "--describe-max-tokens",
         "160",
+        "--properties",
+        "3",
         "--resume",
         "--extra-prompt",
         "Focus on tone, length and punctuation.",

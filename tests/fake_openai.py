@@ -2,7 +2,10 @@
 
 ``POST /v1/chat/completions`` answers classification requests (one token, logprobs on) with
 ``choices[0].logprobs.content[0].top_logprobs`` and describe requests with a text; ``GET /v1/models``
-lists the model. Errors have the OpenAI shape ``{"error": {"message", "type", "code"}}`` and the real
+lists the model. Property requests are told apart by their prompts: a request to list properties gets
+``property_reply`` (when set; otherwise the ordinary description, which lists none), and a yes/no check
+(the question in a ``<question>`` fence) is answered 'yes' when the row contains the word the question
+quotes ('zephyr'), else 'no', with the mass spread over "yes", " Yes", "no" and " No". Errors have the OpenAI shape ``{"error": {"message", "type", "code"}}`` and the real
 headers (``retry-after``, ``retry-after-ms``, ``x-ratelimit-*``). Every request body is recorded, so
 tests can check what the client really sent. Faults can be injected per request.
 
@@ -47,6 +50,10 @@ HISTORY_STEP = re.compile(r'<description step="(\d+)">')
 #: OpenAI caches a prompt prefix from 1,024 tokens on, in steps of 128 tokens
 CACHE_MIN_TOKENS = 1024
 CACHE_STEP_TOKENS = 128
+QUESTION = re.compile(r"<question>\n(.*)\n</question>", re.DOTALL)
+QUOTED = re.compile(r"'([^']+)'")
+#: words of the default template that asks for a list of properties
+PROPERTY_LIST_MARKER = "distinct, atomic properties"
 FAULTS = (
     "rate_limit",
     "rate_limit_retry_after",
@@ -73,6 +80,44 @@ def is_classify(body: dict) -> bool:
     return bool(body.get("logprobs")) and (
         body.get("max_tokens") == 1 or body.get("max_completion_tokens") == 1
     )
+
+
+def is_property_check(body: dict) -> bool:
+    return is_classify(body) and "<question>" in body["messages"][0]["content"]
+
+
+def is_property_list(body: dict) -> bool:
+    return not is_classify(body) and PROPERTY_LIST_MARKER in body["messages"][-1]["content"]
+
+
+def planted_word_checker(
+    p_present: float = 0.9, p_absent: float = 0.1
+) -> Callable[[dict], list[tuple[str, float]]]:
+    """Top logprobs for a property check: p(yes) = ``p_present`` when the row contains the word the
+    question quotes (case ignored), else ``p_absent``; a question that quotes nothing gets 0.5."""
+
+    def check(body: dict) -> list[tuple[str, float]]:
+        match = QUESTION.search(body["messages"][0]["content"])
+        word = QUOTED.search(match.group(1)) if match else None
+        if word is None:
+            return yes_no_logprobs(0.5)
+        return yes_no_logprobs(p_present if word.group(1).lower() in row_of(body).lower() else p_absent)
+
+    return check
+
+
+def yes_no_logprobs(p_yes: float) -> list[tuple[str, float]]:
+    """Logprobs whose yes/no masses give exactly ``p_yes``, each split over two spellings (1% elsewhere)."""
+    mass = 0.99
+    yes, no = mass * p_yes, mass * (1 - p_yes)
+    out = [
+        ("yes", math.log(yes * 0.6)),
+        (" Yes", math.log(yes * 0.4)),
+        ("no", math.log(no * 0.7)),
+        (" No", math.log(no * 0.3)),
+        ("Maybe", math.log(0.01)),
+    ]
+    return sorted(out, key=lambda t: -t[1])
 
 
 def keyword_scorer(
@@ -160,6 +205,9 @@ def top_logprobs_for(p_a: float, split: float = 0.7) -> list[tuple[str, float]]:
 class FakeOpenAI:
     scorer: Callable[[dict], list[tuple[str, float]]] = field(default_factory=keyword_scorer)
     describer: Callable[[dict, int], str] | None = None
+    #: the answer to a request for a list of properties (None: the ordinary description)
+    property_reply: str | None = None
+    property_checker: Callable[[dict], list[tuple[str, float]]] = field(default_factory=planted_word_checker)
     #: fault(request_number, body) -> a name from FAULTS, or None
     fault: Callable[[int, dict], str | None] | None = None
     latency: Callable[[], float] | float = 0.0
@@ -296,8 +344,12 @@ class FakeOpenAI:
         fault = self.fault(number, body) if self.fault else None
         if fault:
             return await self.inject(fault, request, body)
+        if is_property_check(body):
+            return web.json_response(self.classify_body(body, self.property_checker(body)))
         if is_classify(body):
             return web.json_response(self.classify_body(body, self.scorer(body)))
+        if is_property_list(body) and self.property_reply is not None:
+            return web.json_response(self._completion(body, self.property_reply, None, 100))
         describe_number = sum(1 for b in self.requests if not is_classify(b)) if self.record else number
         text = self.describe_text(body, describe_number)
         return web.json_response(
@@ -383,10 +435,18 @@ class FakeOpenAI:
         return app
 
     def classify_requests(self) -> list[dict]:
-        return [b for b in self.requests if is_classify(b)]
+        """A/B classification requests (property checks not included)."""
+        return [b for b in self.requests if is_classify(b) and not is_property_check(b)]
 
     def describe_requests(self) -> list[dict]:
-        return [b for b in self.requests if not is_classify(b)]
+        """Describe requests of the loop (the request for a list of properties not included)."""
+        return [b for b in self.requests if not is_classify(b) and not is_property_list(b)]
+
+    def property_list_requests(self) -> list[dict]:
+        return [b for b in self.requests if is_property_list(b)]
+
+    def property_check_requests(self) -> list[dict]:
+        return [b for b in self.requests if is_property_check(b)]
 
 
 class ServerThread:
@@ -444,10 +504,20 @@ def main() -> None:
         metavar=("REQUESTS", "OUTPUT"),
         help="answer a request file offline, as 'vllm run-batch -i REQUESTS -o OUTPUT' would, and exit",
     )
+    parser.add_argument(
+        "--list-properties",
+        action="store_true",
+        help="asked for properties, list one per word (and a third that tells nothing apart)",
+    )
     args = parser.parse_args()
     word_a, word_b = args.word_a.lower(), args.word_b.lower()
     strengths = [float(x) for x in args.strengths.split(",")] if args.strengths else None
+    reply = (
+        f"- Does the answer contain '{args.word_a}'? [A]\n- Does the answer contain '{args.word_b}'? [B]\n"
+        "- Does the answer contain 'the'? [A]\n"
+    )
     fake = FakeOpenAI(
+        property_reply=reply if args.list_properties else None,
         scorer=graded_scorer(word_a, word_b) if strengths else keyword_scorer(word_a, word_b),
         describer=scripted_describer(strengths) if strengths else None,
         latency=args.latency,

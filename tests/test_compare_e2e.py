@@ -350,9 +350,11 @@ def test_each_role_is_priced_at_its_own_model(server, fake, files, tmp_path):
     assert result.returncode == 0, result.stderr
     assert {body["model"] for body in fake.describe_requests()} == {"gpt-4.1"}
     assert {body["model"] for body in fake.classify_requests()} == {"gpt-4.1-mini"}
+    # the request that lists the properties is the describer's too
+    assert [body["model"] for body in fake.property_list_requests()] == ["gpt-4.1"]
     stats = json.loads((out / "run.json").read_text())["stats"]
     describe, classify = stats["by_role"]["describe"], stats["by_role"]["classify"]
-    assert describe["requests"] == 2 and classify["requests"] == len(fake.classify_requests())
+    assert describe["requests"] == 2 + 1 and classify["requests"] == len(fake.classify_requests())
     expected = (
         describe["prompt_tokens"] * 2.00 + describe["completion_tokens"] * 8.00  # gpt-4.1, per million
         + classify["prompt_tokens"] * 0.40 + classify["completion_tokens"] * 1.60  # gpt-4.1-mini

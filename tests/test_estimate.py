@@ -71,7 +71,10 @@ def test_prices_come_from_the_model_facts(files, tmp_path: Path):
     assert c.output_tokens == c.requests  # one token per answer
     expected = (c.input_tokens * 0.15 + c.output_tokens * 0.60) / 1e6
     assert abs(c.cost - expected) < 1e-12
-    assert planned.cost == planned.describe.cost + planned.classify.cost
+    # the properties stage at its most: one request listing them, K checks per held-out row
+    listing, checks = planned.properties_list, planned.properties_check
+    assert listing.requests == 1 and checks.requests == 8 * planned.properties_rows
+    assert planned.cost == planned.describe.cost + planned.classify.cost + listing.cost + checks.cost
     assert "estimated cost" in planned.render()
 
 

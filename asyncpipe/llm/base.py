@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
+from asyncpipe.llm.labels import AB, LabelSet
+
 
 class Message(TypedDict):
     role: str
@@ -35,7 +37,8 @@ class Usage:
 class LabelScore:
     """The classifier's answer for one row.
 
-    ``p_a`` is the softmax over the two labels' masses, or ``None`` when the row is unscored, in which
+    ``p_a`` is the softmax over the two labels' masses — p('A') for A/B, p('yes') for yes/no (the first
+    label of the :class:`~asyncpipe.llm.labels.LabelSet` asked for) — or ``None`` when the row is unscored, in which
     case ``error`` says why (for example that neither label was among the returned tokens).
     ``method`` says how the probability was obtained: ``"logprobs"`` (top-k logprobs from an API) or
     ``"logits"`` (exact logits over the whole vocabulary, embedded model).
@@ -97,12 +100,13 @@ class Provider(Protocol):
     #: how many requests this backend can usefully run at once (1 for an in-process model)
     max_concurrency: int
 
-    async def score_labels(self, messages: list[Message]) -> LabelScore:
-        """Classify: ask for one token and return p('A') over {'A', 'B'}."""
+    async def score_labels(self, messages: list[Message], labels: LabelSet = AB) -> LabelScore:
+        """Classify: ask for one token and return p(first label), e.g. p('A') over {'A', 'B'}."""
         ...
 
-    # Optional, for speed: ``prepare_score(prompt: SlotPrompt)`` returning an async ``score(fill)`` that
-    # behaves exactly like ``score_labels(prompt.messages(fill))``. The client uses it when present.
+    # Optional, for speed: ``prepare_score(prompt: SlotPrompt, labels=AB)`` returning an async
+    # ``score(fill)`` that behaves exactly like ``score_labels(prompt.messages(fill), labels)``. The client
+    # uses it when present.
     # Optional, for ``--batch-api`` (an HTTP provider; the embedded model is refused before a run starts):
     # ``prepare_body(prompt)`` returning ``body(fill)``, the exact bytes ``score_labels`` would POST, and
     # ``batch_api()`` returning the endpoint's :class:`~asyncpipe.llm.batch.api.BatchAPI`.

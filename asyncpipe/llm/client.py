@@ -25,6 +25,7 @@ import anyio
 from asyncpipe.errors import FatalAPIError, RequestRejected, RetryableAPIError
 from asyncpipe.llm.base import Generation, LabelScore, Message, Provider, SlotPrompt, Usage
 from asyncpipe.llm.cache import SLOT, ResponseCache, SlotKey, cache_key
+from asyncpipe.llm.labels import AB, LabelSet
 from asyncpipe.llm.limiter import AdaptiveLimiter
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
@@ -36,6 +37,12 @@ NO_LOGPROBS_LIMIT = 8
 REJECTED_LIMIT = 8
 # Part of every classify cache key: changing how we ask changes the key.
 CLASSIFY_PARAMS = {"max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20}
+
+
+def score_params(labels: LabelSet) -> dict:
+    """The cache-key parameters of a scoring request: A/B keeps the keys it always had; any other label
+    set is part of the key (the same messages read as yes/no give another number)."""
+    return CLASSIFY_PARAMS if labels == AB else {**CLASSIFY_PARAMS, "labels": labels.key}
 
 
 class LLMClient:
@@ -113,15 +120,15 @@ class LLMClient:
     def _count_retry(self, _exc: RetryableAPIError) -> None:
         self.stats.retries += 1
 
-    async def score_labels(self, messages: list[Message]) -> LabelScore:
-        key = cache_key(self.provider.cache_identity, "score", {"messages": messages, **CLASSIFY_PARAMS})
-        return await self._score(
-            key, lambda: self.provider.score_labels(messages), _estimate_tokens(messages)
-        )
+    async def score_labels(self, messages: list[Message], labels: LabelSet = AB) -> LabelScore:
+        key = cache_key(self.provider.cache_identity, "score", {"messages": messages, **score_params(labels)})
+        # A/B calls the one-argument form every provider (and every test double) has always had
+        args = (messages,) if labels == AB else (messages, labels)
+        return await self._score(key, lambda: self.provider.score_labels(*args), _estimate_tokens(messages))
 
-    def row_scorer(self, messages: list[Message], placeholder: str) -> RowScorer:
+    def row_scorer(self, messages: list[Message], placeholder: str, labels: LabelSet = AB) -> RowScorer:
         """Score many rows that differ only where ``placeholder`` stands in the last message."""
-        return RowScorer(self, messages, placeholder)
+        return RowScorer(self, messages, placeholder, labels)
 
     async def _score(self, key: str, call: Callable[[], Awaitable[LabelScore]], tokens: int) -> LabelScore:
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
@@ -216,22 +223,26 @@ class RowScorer:
     where ``placeholder`` stands (first occurrence, last message), with the same cache key and the same
     request as ``score_labels`` would use, at a fraction of the CPU."""
 
-    def __init__(self, client: LLMClient, messages: list[Message], placeholder: str) -> None:
+    def __init__(
+        self, client: LLMClient, messages: list[Message], placeholder: str, labels: LabelSet = AB
+    ) -> None:
         self._client = client
         self._prompt = prompt = SlotPrompt.split(messages, placeholder)
+        self._labels = labels
+        self._params = score_params(labels)
         provider = client.provider
         self._key: Callable[[str], str] | None = None
         if prompt.has_slot:
             try:
                 self._key = SlotKey(
-                    provider.cache_identity, "score", {"messages": prompt.messages(SLOT), **CLASSIFY_PARAMS}
+                    provider.cache_identity, "score", {"messages": prompt.messages(SLOT), **self._params}
                 )
             except ValueError:  # the prompt itself holds the slot marker: take the slow, general path
                 self._key = None
         prepare = getattr(provider, "prepare_score", None)
-        self._send: Callable[[str], Awaitable[LabelScore]] | None = (
-            prepare(prompt) if prepare is not None else None
-        )
+        self._send: Callable[[str], Awaitable[LabelScore]] | None = None
+        if prepare is not None:
+            self._send = prepare(prompt) if labels == AB else prepare(prompt, labels)
         self._tokens = _estimate_tokens(prompt.messages(""))
 
     def key(self, fill: str) -> str:
@@ -241,7 +252,7 @@ class RowScorer:
         return cache_key(
             self._client.provider.cache_identity,
             "score",
-            {"messages": self._prompt.messages(fill), **CLASSIFY_PARAMS},
+            {"messages": self._prompt.messages(fill), **self._params},
         )
 
     def requests(self, fills: Iterable[str]) -> Iterator[tuple[str, bytes]]:
@@ -256,8 +267,10 @@ class RowScorer:
         key = self._key(fill) if self._key is not None else self.key(fill)
         if self._send is not None:
             call = partial(self._send, fill)
-        else:
+        elif self._labels == AB:
             call = partial(client.provider.score_labels, self._prompt.messages(fill))
+        else:
+            call = partial(client.provider.score_labels, self._prompt.messages(fill), self._labels)
         return await client._score(key, call, self._tokens + len(fill) // 4)
 
 

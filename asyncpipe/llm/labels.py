@@ -1,54 +1,103 @@
-"""From returned tokens to p(A).
+"""From returned tokens to the probability of the first of two labels.
 
-A label's mass is the sum of exp(logprob) over every returned token that equals the label once
-whitespace is stripped: tokenisers split "A" and " A" into different tokens (o200k_base: 32 and 355),
-and a model may put its mass on either. p(A) is the softmax over the two labels, i.e. the ratio of
-masses. When neither label comes back the row is unscored, never 0.5.
+Two label sets exist: ``A``/``B`` (which dataset a row comes from) and ``yes``/``no`` (whether a row has
+a property). A label's mass is the sum of exp(logprob) over every returned token that equals the label
+once surrounding whitespace is stripped — and, for yes/no, once case is ignored: tokenisers split "A"
+and " A" (o200k_base: 32 and 355), "yes", " Yes" and "YES" into different tokens, and a model may put
+its mass on any of them. A/B stays case-sensitive: a lone "a" is more often the English article than
+the label. p(first) is the softmax over the two labels, i.e. the ratio of masses. When neither label
+comes back the row is unscored, never 0.5.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 LABELS = ("A", "B")
 
 
-def label_masses(top_logprobs: Iterable[tuple[str, float]]) -> tuple[float, float]:
-    """Sum the probability mass of tokens that read as 'A' and as 'B' (whitespace stripped)."""
-    mass_a = 0.0
-    mass_b = 0.0
+@dataclass(frozen=True)
+class LabelSet:
+    """The two one-token answers a scoring request accepts; the probability reported is the first's."""
+
+    first: str
+    second: str
+    fold_case: bool = False
+
+    def read(self, token: str) -> int | None:
+        """0 for the first label, 1 for the second, None for any other token."""
+        text = token.strip()
+        if self.fold_case:
+            text = text.lower()
+        if text == self.first:
+            return 0
+        if text == self.second:
+            return 1
+        return None
+
+    def spellings(self, label: str) -> tuple[str, ...]:
+        """The single-token spellings worth looking up in a vocabulary (embedded model)."""
+        forms = [label]
+        if self.fold_case:
+            forms += [label.capitalize(), label.upper()]
+        forms = list(dict.fromkeys(forms))
+        return tuple(forms + [" " + f for f in forms])
+
+    @property
+    def key(self) -> str:
+        return f"{self.first}/{self.second}" + ("/fold-case" if self.fold_case else "")
+
+
+#: which dataset: p(A)
+AB = LabelSet("A", "B")
+#: whether a row has a property: p(yes)
+YES_NO = LabelSet("yes", "no", fold_case=True)
+
+
+def label_masses(top_logprobs: Iterable[tuple[str, float]], labels: LabelSet = AB) -> tuple[float, float]:
+    """Sum the probability mass of the tokens that read as each label."""
+    masses = [0.0, 0.0]
     for token, logprob in top_logprobs:
         if logprob is None:
             continue
-        label = token.strip()
-        if label == "A":
-            mass_a += math.exp(logprob)
-        elif label == "B":
-            mass_b += math.exp(logprob)
-    return mass_a, mass_b
+        which = labels.read(token)
+        if which is not None:
+            masses[which] += math.exp(logprob)
+    return masses[0], masses[1]
+
+
+def p_first_from_top_logprobs(
+    top_logprobs: Iterable[tuple[str, float]], labels: LabelSet = AB
+) -> tuple[float | None, str | None]:
+    """Return ``(p, None)`` with p the first label's probability, or ``(None, reason)`` when neither
+    label is among the tokens.
+
+    When only one label made the top-k list, the other's mass is not 0: it is at most the smallest mass
+    returned (it would have been listed otherwise). That bound is used for the missing label, so p never
+    claims more certainty than the answer supports (1.0 exactly would be a lie).
+    """
+    pairs = [(t, lp) for t, lp in top_logprobs if lp is not None]
+    mass_first, mass_second = label_masses(pairs, labels)
+    if mass_first + mass_second <= 0.0:
+        seen = ", ".join(repr(t) for t, _ in pairs[:5]) or "none"
+        return None, (
+            f"neither '{labels.first}' nor '{labels.second}' among the {len(pairs)} returned tokens (top: {seen})"
+        )
+    if (mass_first == 0.0 or mass_second == 0.0) and len(pairs) > 1:
+        bound = math.exp(min(lp for _, lp in pairs))
+        mass_first, mass_second = mass_first or bound, mass_second or bound
+    return mass_first / (mass_first + mass_second), None
 
 
 def p_a_from_top_logprobs(top_logprobs: Iterable[tuple[str, float]]) -> tuple[float | None, str | None]:
-    """Return ``(p_a, None)`` or ``(None, reason)`` when neither label is among the tokens.
-
-    When only one label made the top-k list, the other's mass is not 0: it is at most the smallest mass
-    returned (it would have been listed otherwise). That bound is used for the missing label, so p(A)
-    never claims more certainty than the answer supports (1.0 exactly would be a lie).
-    """
-    pairs = [(t, lp) for t, lp in top_logprobs if lp is not None]
-    mass_a, mass_b = label_masses(pairs)
-    if mass_a + mass_b <= 0.0:
-        seen = ", ".join(repr(t) for t, _ in pairs[:5]) or "none"
-        return None, f"neither 'A' nor 'B' among the {len(pairs)} returned tokens (top: {seen})"
-    if (mass_a == 0.0 or mass_b == 0.0) and len(pairs) > 1:
-        bound = math.exp(min(lp for _, lp in pairs))
-        mass_a, mass_b = mass_a or bound, mass_b or bound
-    return mass_a / (mass_a + mass_b), None
+    """p(A) over {'A', 'B'}: :func:`p_first_from_top_logprobs` with the A/B labels."""
+    return p_first_from_top_logprobs(top_logprobs, AB)
 
 
 def p_a_from_logits(logits_a: list[float], logits_b: list[float]) -> float:
-    """Exact p(A) from the logits of every token that reads as each label (log-sum-exp, stable)."""
+    """Exact p(first label) from the logits of every token that reads as each label (log-sum-exp, stable)."""
     top = max(max(logits_a), max(logits_b))
     mass_a = sum(math.exp(x - top) for x in logits_a)
     mass_b = sum(math.exp(x - top) for x in logits_b)

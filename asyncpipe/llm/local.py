@@ -39,7 +39,7 @@ import anyio
 
 from asyncpipe.errors import UserError
 from asyncpipe.llm.base import Generation, LabelScore, Message, Usage
-from asyncpipe.llm.labels import LABELS, p_a_from_logits
+from asyncpipe.llm.labels import AB, LabelSet, p_a_from_logits
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -125,7 +125,8 @@ class LocalProvider:
         self._template: Any = None
         self._bos_text = ""
         self._eos_text = ""
-        self._label_ids: tuple[list[int], list[int]] = ([], [])
+        # token ids that read as each label, per label set (A/B checked at load, others on first use)
+        self._label_ids: dict[LabelSet, tuple[list[int], list[int]]] = {}
         # the prefix whose keys and values sit in the KV cache (evaluated from an empty cache in one call),
         # or None when the cache holds anything else
         self._kv_prefix: list[int] | None = None
@@ -134,8 +135,8 @@ class LocalProvider:
 
     # --- the Provider protocol -------------------------------------------------------------------
 
-    async def score_labels(self, messages: list[Message]) -> LabelScore:
-        return await anyio.to_thread.run_sync(self._score_labels_sync, messages)
+    async def score_labels(self, messages: list[Message], labels: LabelSet = AB) -> LabelScore:
+        return await anyio.to_thread.run_sync(lambda: self._score_labels_sync(messages, labels))
 
     async def generate(
         self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
@@ -170,7 +171,9 @@ class LocalProvider:
 
     # --- blocking work, always under the lock ----------------------------------------------------
 
-    def _score_labels_sync(self, messages: list[Message], *, whole: bool = False) -> LabelScore:
+    def _score_labels_sync(
+        self, messages: list[Message], labels: LabelSet = AB, *, whole: bool = False
+    ) -> LabelScore:
         import llama_cpp
 
         with self._lock:
@@ -184,7 +187,7 @@ class LocalProvider:
             else:
                 reused = self._evaluate(tokens, self._prefix_length(fitted, tokens))
             logits = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
-            ids_a, ids_b = self._label_ids
+            ids_a, ids_b = self._ids_for(llm, labels)
             p_a = p_a_from_logits([logits[i] for i in ids_a], [logits[i] for i in ids_b])
         usage = Usage(prompt_tokens=len(tokens), cached_tokens=reused)
         return LabelScore(p_a=p_a, error=None, usage=usage, method="logits")
@@ -259,13 +262,25 @@ class LocalProvider:
         eos, bos = llm.token_eos(), llm.token_bos()
         self._eos_text = llm._model.token_get_text(eos) if eos != -1 else ""
         self._bos_text = llm._model.token_get_text(bos) if bos != -1 else ""
-        self._label_ids = (_label_token_ids(llm, LABELS[0]), _label_token_ids(llm, LABELS[1]))
-        if not self._label_ids[0] or not self._label_ids[1]:
+        self._label_ids = {}
+        try:
+            self._ids_for(llm, AB)
+        except UserError:
             llm.close()
-            raise UserError(f"model's vocabulary has no single token for 'A' and 'B': {self.model_path}")
+            raise
         self._llm = llm
         self._kv_prefix = None
         return llm
+
+    def _ids_for(self, llm: llama_cpp.Llama, labels: LabelSet) -> tuple[list[int], list[int]]:
+        if labels not in self._label_ids:
+            ids = (_label_token_ids(llm, labels, labels.first), _label_token_ids(llm, labels, labels.second))
+            if not ids[0] or not ids[1]:
+                raise UserError(
+                    f"model's vocabulary has no single token for '{labels.first}' and '{labels.second}': {self.model_path}"
+                )
+            self._label_ids[labels] = ids
+        return self._label_ids[labels]
 
     def _render(self, messages: Sequence[Message]) -> str:
         def raise_exception(message: str) -> None:
@@ -387,10 +402,11 @@ def _cut_content(llm: llama_cpp.Llama, content_tokens: list[int], n_cut: int) ->
     return head_text + marker + tail_text
 
 
-def _label_token_ids(llm: llama_cpp.Llama, label: str) -> list[int]:
-    """Ids of the single tokens spelling ``label`` and `` label`` (deduplicated, in order)."""
+def _label_token_ids(llm: llama_cpp.Llama, labels: LabelSet, label: str) -> list[int]:
+    """Ids of the single tokens spelling ``label`` and `` label`` (and their capitalisations when the
+    label set ignores case), deduplicated, in order."""
     ids: list[int] = []
-    for text in (label, " " + label):
+    for text in labels.spellings(label):
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
         if len(tokens) == 1 and tokens[0] not in ids:
             ids.append(tokens[0])

@@ -30,7 +30,7 @@ import aiohttp
 from asyncpipe.config import ModelFacts
 from asyncpipe.errors import FatalAPIError, RequestRejected, RetryableAPIError, UserError
 from asyncpipe.llm.base import Generation, LabelScore, Message, SlotPrompt, Usage
-from asyncpipe.llm.labels import p_a_from_top_logprobs
+from asyncpipe.llm.labels import AB, LabelSet, p_first_from_top_logprobs
 
 if TYPE_CHECKING:
     from asyncpipe.llm.batch.api import BatchAPI
@@ -128,8 +128,8 @@ def _usage(body: dict) -> Usage:
     )
 
 
-def label_score(body: dict[str, Any]) -> LabelScore:
-    """p(A) from a classification answer, or a retryable error when the answer has no usable logprobs."""
+def label_score(body: dict[str, Any], labels: LabelSet = AB) -> LabelScore:
+    """p(first label) (p(A), or p(yes)) from a classification answer, or a retryable error when the answer has no usable logprobs."""
     choices = body.get("choices")
     if not choices:
         raise RetryableAPIError("the answer has no choices")
@@ -144,7 +144,7 @@ def label_score(body: dict[str, Any]) -> LabelScore:
     chosen = first.get("token")
     if chosen is not None and all(token != chosen for token, _ in pairs):
         pairs.append((chosen, first.get("logprob")))
-    p_a, error = p_a_from_top_logprobs(pairs)
+    p_a, error = p_first_from_top_logprobs(pairs, labels)
     return LabelScore(p_a=p_a, error=error, usage=_usage(body), method="logprobs")
 
 
@@ -269,8 +269,8 @@ class OpenAIHTTPProvider:
             "top_logprobs": 20,
         }
 
-    async def score_labels(self, messages: list[Message]) -> LabelScore:
-        return label_score(await self._post(self.classify_body(messages)))
+    async def score_labels(self, messages: list[Message], labels: LabelSet = AB) -> LabelScore:
+        return label_score(await self._post(self.classify_body(messages)), labels)
 
     def prepare_body(self, prompt: SlotPrompt) -> Callable[[str], bytes]:
         """``body(fill)``: the encoded classify request for ``prompt.messages(fill)``, exactly the bytes
@@ -284,12 +284,14 @@ class OpenAIHTTPProvider:
         head, tail = text[:at].encode("ascii"), text[at + len(slot) :].encode("ascii")
         return lambda fill: head + encode_basestring_ascii(fill)[1:-1].encode("ascii") + tail
 
-    def prepare_score(self, prompt: SlotPrompt) -> Callable[[str], Awaitable[LabelScore]]:
-        """``score(fill)`` ≡ ``score_labels(prompt.messages(fill))``, with the body encoded once."""
+    def prepare_score(
+        self, prompt: SlotPrompt, labels: LabelSet = AB
+    ) -> Callable[[str], Awaitable[LabelScore]]:
+        """``score(fill)`` ≡ ``score_labels(prompt.messages(fill), labels)``, with the body encoded once."""
         body = self.prepare_body(prompt)
 
         async def score(fill: str) -> LabelScore:
-            return label_score(await self._post_bytes(body(fill)))
+            return label_score(await self._post_bytes(body(fill)), labels)
 
         return score
 

@@ -1,7 +1,10 @@
 """``asyncpipe classify``: apply a saved ``classify.yaml`` to new rows.
 
 With one file it writes p(A) per row; with two it treats the first as A and the second as B and also
-writes metrics. The saved bias offset is applied (``p_a_corrected``); ``p_a`` stays raw.
+writes metrics. The saved bias offset is applied (``p_a_corrected``); ``p_a`` stays raw. When the
+classifier keeps properties (the compare run's properties stage), each is checked on every row too:
+``properties.parquet`` holds their prevalence per file (and, with two files, the paired difference of
+the first against the second), ``property_scores.parquet`` the answers.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from asyncpipe.errors import UserError
 from asyncpipe.llm.pool import build_pool
 from asyncpipe.llm.registry import is_local
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.metrics.properties import prevalence_table
 from asyncpipe.pipeline import artifacts
 from asyncpipe.pipeline.batch_pass import batch_final_pass, final_requests, progress_display
 from asyncpipe.pipeline.fanout import classify_rows
@@ -31,6 +35,7 @@ from asyncpipe.pipeline.outputs import (
     write_parquet_atomic,
 )
 from asyncpipe.pipeline.progress import Reporter, percent
+from asyncpipe.pipeline.property_checks import RowRef, check_properties
 
 
 def load_classifier(path: Path) -> dict[str, Any]:
@@ -66,6 +71,7 @@ def load_classifier(path: Path) -> dict[str, Any]:
 
 async def classify_saved(args, reporter: Reporter, *, batch: BatchOptions | None = None) -> Path:
     document = load_classifier(args.classifier)
+    checks = saved_checks(document, args.classifier)
     try:
         layout = RowLayout.from_dict(document["row_layout"])
     except (KeyError, TypeError, ValueError):
@@ -152,6 +158,11 @@ async def classify_saved(args, reporter: Reporter, *, batch: BatchOptions | None
             swapped_messages=document.get("swapped_messages"),
             on_done=reporter.advance,
         )
+        property_scores = None
+        if checks:
+            rows = [RowRef(side.name, i, "new", t) for side in sides for i, t in enumerate(side.texts)]
+            reporter.phase("checking properties", len(checks) * len(rows))
+            property_scores = await check_properties(client, checks, rows, on_done=reporter.advance)
     finally:
         reporter.end_phase()
         await pool.aclose()
@@ -194,5 +205,44 @@ async def classify_saved(args, reporter: Reporter, *, batch: BatchOptions | None
             f"accuracy (bias-corrected) {percent(s['accuracy'])}, 95% CI {percent(s['accuracy_low'])}–{percent(s['accuracy_high'])}, "
             f"on {s['n_scored']} scored rows ({s['n_unscored']} unscored)"
         )
+    if property_scores is not None:
+        texts_of = {item["id"]: item["text"] for item in document["properties"]["items"]}
+        files = [(sides[0].name, sides[1].name if len(sides) == 2 else None)]
+        files += [(side.name, None) for side in sides[1:]]
+        table = prevalence_table(property_scores, list(texts_of.items()), files)
+        write_parquet_atomic(args.output / "properties.parquet", table)
+        write_parquet_atomic(args.output / "property_scores.parquet", property_scores)
+        for row in table.iter_rows(named=True):
+            versus = (
+                f"; vs {row['base']}: {row['difference']:+.0%} (q = {row['q_value']:.2g})"
+                if row["difference"] is not None
+                else ""
+            )
+            reporter.log(
+                f"{row['file']}: {row['text']} {percent(row['prevalence'])} of {row['n']} rows{versus}"
+            )
     write_json_atomic(args.output / "run.json", info)
     return args.output / "predictions.parquet"
+
+
+def saved_checks(document: dict, path: Path) -> list[tuple[str, list[dict]]]:
+    """The property checks a classify.yaml keeps (none for one written before properties existed)."""
+    saved = document.get("properties")
+    if saved is None:
+        return []
+    items = saved.get("items") if isinstance(saved, dict) else None
+    valid = isinstance(items, list) and all(
+        isinstance(i, dict)
+        and isinstance(i.get("id"), str)
+        and isinstance(i.get("text"), str)
+        and isinstance(i.get("messages"), list)
+        and i["messages"]
+        and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in i["messages"])
+        and "{row}" in i["messages"][-1]["content"]
+        for i in items
+    )
+    if not valid:
+        raise UserError(
+            f"{path}: damaged properties: each needs an id, a text and messages with a {{row}} placeholder"
+        )
+    return [(i["id"], i["messages"]) for i in items]

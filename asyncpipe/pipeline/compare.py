@@ -55,6 +55,7 @@ from asyncpipe.pipeline.outputs import (
     write_yaml_atomic,
 )
 from asyncpipe.pipeline.progress import Reporter, percent
+from asyncpipe.pipeline.property_stage import PropertyResult, rows_to_check, run_property_stage
 from asyncpipe.prompts.build import (
     HistoryEntry,
     WrongRow,
@@ -140,6 +141,8 @@ class Outcome:
     by_role: dict[str, RunStats] | None = None
     #: where and why the describe loop ended (run.json's ``loop``)
     loop: dict | None = None
+    #: the properties stage (None when the run did not get that far)
+    properties: PropertyResult | None = None
 
 
 @functools.cache
@@ -583,6 +586,7 @@ class Run:
         offset = fit_bias_offset(frame.filter(pl.col("split") == fit_on))
         predictions = artifacts.predictions_with_correction(frame, offset)
         final = artifacts.final_summaries(predictions)
+        found = await self.find_properties(selected, split_of)
         for correction, per_split in final.items():
             for split, summary in per_split.items():
                 self.metric_rows.append(
@@ -606,10 +610,19 @@ class Run:
             bias_offset=offset,
             bias_fitted_on=fit_on,
         )
+        if (entry := found.classifier_entry(cfg)) is not None:
+            document["properties"] = entry
         write_parquet_atomic(self.out / "predictions.parquet", predictions)
+        if found.table is not None:
+            write_parquet_atomic(self.out / "properties.parquet", found.table)
+            write_parquet_atomic(self.out / "property_scores.parquet", found.scores)
         write_yaml_atomic(self.out / "classify.yaml", document)
         self.run_info.update(
-            selected_step=selected.step, selection_reason=reason, bias_offset=offset, final=final
+            selected_step=selected.step,
+            selection_reason=reason,
+            bias_offset=offset,
+            final=final,
+            properties=found.run_record(),
         )
         self.write_progress(status="complete")
         total, cost = self.totals()
@@ -626,6 +639,22 @@ class Run:
             cost,
             roles,
             self.loop_record(),
+            found,
+        )
+
+    async def find_properties(self, selected: StepResult, split_of) -> PropertyResult:
+        """The properties stage: listed from the chosen description and its batch, checked on the
+        held-out pairs (validation and test), or on every row with ``--properties-on all``."""
+        held = [i for i in range(self.n_pairs) if split_of(i) in ("validation", "test")]
+        return await run_property_stage(
+            self.cfg,
+            describer=self.describer,
+            checker=self.classifier,
+            description=selected.description,
+            shown_a=[self.side_a.texts[i] for i in selected.pairs],
+            shown_b=[self.side_b.texts[i] for i in selected.pairs],
+            rows=rows_to_check(self.cfg, self.side_a.texts, self.side_b.texts, held, split_of),
+            reporter=self.reporter,
         )
 
     # -- writing ----------------------------------------------------------------------------------

@@ -160,12 +160,24 @@ class Estimate:
     #: with --batch-api: the final pass, sent as batch jobs at the batch price (``classify`` then
     #: holds the steps' requests only)
     classify_batch: Side | None = None
+    #: the properties stage: the request that lists them (describe model) and the checks (classify model)
+    properties_list: Side | None = None
+    properties_check: Side | None = None
+    properties_rows: int = 0
+
+    @property
+    def roles(self) -> list[tuple[str, Side]]:
+        """Every priced part of the plan (the batch part's facts carry the batch price)."""
+        extra = [
+            ("batch   ", self.classify_batch),
+            ("properties list", self.properties_list),
+            ("property checks", self.properties_check),
+        ]
+        return [("describe", self.describe), ("classify", self.classify)] + [(n, s) for n, s in extra if s]
 
     @property
     def cost(self) -> float | None:
-        costs = [self.describe.cost, self.classify.cost]
-        if self.classify_batch is not None:
-            costs.append(self.classify_batch.cost)
+        costs = [side.cost for _, side in self.roles]
         return None if any(c is None for c in costs) else sum(costs)  # type: ignore[arg-type]
 
     def render(self) -> str:
@@ -182,6 +194,13 @@ class Estimate:
         ]
         if batch is not None:
             lines.append(f"  batch     {batch.requests:>12,}  ({batch.model}): {final}, as Batch API jobs")
+        k, listing = self.properties_check, self.properties_list
+        if k is not None and listing is not None:
+            lines.append(
+                f"  properties  {listing.requests + k.requests:>10,}  ({k.model}): 1 request lists up to "
+                f"{k.requests // max(1, self.properties_rows)} properties, then each is checked on "
+                f"{self.properties_rows:,} rows"
+            )
         lines += [
             "tokens:",
             f"  describe  {d.input_tokens:>12,} in  {d.output_tokens:>10,} out  ({d.counter.method})",
@@ -191,14 +210,16 @@ class Estimate:
             lines.append(
                 f"  batch     {batch.input_tokens:>12,} in  {batch.output_tokens:>10,} out  ({c.counter.method})"
             )
+        if k is not None and listing is not None:
+            lines.append(
+                f"  properties  {listing.input_tokens + k.input_tokens:>10,} in  "
+                f"{listing.output_tokens + k.output_tokens:>10,} out  ({k.counter.method})"
+            )
         for side in (d, c) if d.model != c.model else (c,):
             if side.counter.note:
                 lines.append(f"  note: {side.counter.note}")
         lines.append("estimated cost (US$, list prices from config/models.yaml):")
-        sides = [("describe", d), ("classify", c)]
-        if batch is not None:  # its facts carry the batch price (batch_discount in config/models.yaml)
-            sides.append(("batch   ", batch))
-        for name, side in sides:
+        for name, side in self.roles:
             price = side.facts.price
             if price is None or side.cost is None:
                 lines.append(f"  {name}  unknown: no price for {side.model} in config/models.yaml")
@@ -363,9 +384,17 @@ def estimate_run(cfg: RunConfig) -> Estimate:
             ),
             description_tokens=description,
             classify_batch=batch,
+            properties_list=properties_list,
+            properties_check=properties_check,
+            properties_rows=checked_rows,
             **extra,
         )
 
+    from asyncpipe.pipeline.property_estimate import properties_sides  # it builds on Side
+
+    properties_list, properties_check, checked_rows = properties_sides(
+        cfg, side_a.texts, side_b.texts, plan, describe_counter, classify_counter, rows_tokens
+    )
     n_steps = len(plan.steps)
     earliest = first_steps(cfg.patience + 1) if cfg.patience > 0 and cfg.patience + 1 < n_steps else None
     race = race_pairs(validation) if cfg.race else ()

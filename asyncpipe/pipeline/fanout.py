@@ -18,6 +18,7 @@ import anyio
 from asyncpipe.errors import AsyncpipeError, FatalAPIError
 from asyncpipe.llm.base import Message
 from asyncpipe.llm.client import LLMClient
+from asyncpipe.llm.labels import AB, LabelSet
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, fence_safe
 
 # When this many rows in a row have all failed after their retries, the endpoint is not going to
@@ -55,13 +56,15 @@ async def classify_rows(
     workers: int,
     swapped_messages: list[Message] | None = None,
     on_done: Callable[[int], None] | None = None,
+    labels: LabelSet = AB,
 ) -> Scores:
+    """p(first label) per row (p(A), or p(yes) with ``labels=YES_NO``), each row alone in ``messages``."""
     n = len(texts)
     scores = Scores(array("d", [math.nan]) * n)
     indices = iter(range(n))
     streak = 0
     # the same requests and cache keys as score_labels(with_row(messages, text)), the shared part encoded once
-    scorer = client.row_scorer(messages, ROW_PLACEHOLDER)
+    scorer = client.row_scorer(messages, ROW_PLACEHOLDER, labels)
     swapped = client.row_scorer(swapped_messages, ROW_PLACEHOLDER) if swapped_messages is not None else None
 
     async def score(i: int) -> None:

@@ -24,6 +24,8 @@ from asyncpipe.errors import UserError
 ARTIFACTS = (
     "classify.yaml",
     "predictions.parquet",
+    "properties.parquet",
+    "property_scores.parquet",
     "metrics.parquet",
     "steps.jsonl",
     "run.json",

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from asyncpipe.pipeline.compare import Outcome
 from asyncpipe.pipeline.progress import percent
+from asyncpipe.pipeline.property_stage import summary_lines
 
 
 def _p(value: float | None) -> str:
@@ -34,6 +35,8 @@ def print_summary(outcome: Outcome, console: Console) -> None:
         text = outcome.selected.description
         console.print(f"[bold]Selected description (step {outcome.selected.step}):[/bold]", highlight=False)
         console.print(text if len(text) < 1200 else text[:1200] + " …", markup=False, highlight=False)
+    for line in summary_lines(outcome.properties):
+        console.print(line, markup=False, highlight=False)
     stats, cost = outcome.stats, outcome.cost
     if stats is not None:
         spent = "unknown (no price in config/models.yaml)" if cost is None else f"${cost:.4f}"

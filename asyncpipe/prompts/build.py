@@ -16,7 +16,7 @@ from asyncpipe.llm.base import Message
 
 ROW_PLACEHOLDER = "{row}"
 _FIELD = re.compile(r"\{([a-z_]+)\}")
-_FENCE_CLOSE = re.compile(r"</(example|dataset_[AB]|description)\s*>", re.IGNORECASE)
+_FENCE_CLOSE = re.compile(r"</(example|dataset_[AB]|description|question)\s*>", re.IGNORECASE)
 
 
 def fill(template: str, **values: str) -> str:
@@ -65,7 +65,7 @@ def _metrics_line(name: str, summary: dict | None) -> str:
     )
 
 
-def _examples(texts: list[str]) -> str:
+def examples_block(texts: list[str]) -> str:
     return "\n".join(f'<example index="{i}">\n{fence_safe(t)}\n</example>' for i, t in enumerate(texts))
 
 
@@ -109,8 +109,8 @@ def describe_messages(
         templates.describe_user,
         n_a=str(len(examples_a)),
         n_b=str(len(examples_b)),
-        examples_a=_examples(examples_a),
-        examples_b=_examples(examples_b),
+        examples_a=examples_block(examples_a),
+        examples_b=examples_block(examples_b),
         extra_prompt=extra_prompt.strip(),
         history=history_text,
     )

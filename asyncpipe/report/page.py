@@ -18,6 +18,7 @@ import plotly.io as pio
 
 from asyncpipe.report import figures, sections
 from asyncpipe.report.format import esc
+from asyncpipe.report.properties import properties_section
 from asyncpipe.report.read import Artifacts, final_summaries, predictions_frame, step_metrics
 
 PLOTLY_JS = "plotly.min.js"
@@ -173,6 +174,7 @@ def index_page(art: Artifacts) -> str:
         body.append('<p class="note">Not done yet.</p>')
     body.append("</section>")
 
+    body.append(properties_section(art.out_dir))
     body.append(sections.steps_block(art, steps))
     body.append(sections.rows_block(art, predictions))
     body.append(_footer(art))
