@@ -12,8 +12,8 @@ from asyncpipe.llm.labels import YES_NO, p_first_from_top_logprobs
 from asyncpipe.metrics.properties import (
     PairedCounts,
     bh_q_values,
-    mcnemar_exact_p,
     newcombe_paired_interval,
+    paired_difference,
     prevalence_table,
     property_table,
 )
@@ -37,9 +37,12 @@ def test_newcombe_interval_is_symmetric_in_the_two_files_and_stays_in_bounds():
 
 def test_exact_mcnemar_uses_only_the_discordant_pairs():
     # the same example: 6 vs 16 discordant pairs, exact conditional p = 0.052 (Fagerland et al. 2013)
-    assert mcnemar_exact_p(6, 16) == pytest.approx(0.0525, abs=5e-4)
-    assert mcnemar_exact_p(0, 0) == 1.0
-    assert mcnemar_exact_p(10, 0) == pytest.approx(2 * 0.5**10)
+    assert paired_difference([True] * 6 + [False] * 16, [False] * 6 + [True] * 16)[
+        "p_value"
+    ] == pytest.approx(0.0525, abs=5e-4)
+    concordant = paired_difference([True, False] * 5, [True, False] * 5)
+    assert concordant["p_value"] == 1.0 and concordant["difference"] == 0.0
+    assert paired_difference([True] * 10, [False] * 10)["p_value"] == pytest.approx(2 * 0.5**10)
 
 
 def test_benjamini_hochberg_against_a_hand_computed_example():

@@ -18,10 +18,13 @@ variation that an unpaired test would have to overcome:
   Checked against the book's worked example (Cavo et al. 2012: 59, 6, 16, 80 → −0.0621, 95 % CI
   −0.1186 to −0.0046) in ``tests/test_properties_stats.py``.
 - **Exact McNemar test**: under "no difference" each discordant pair is equally likely to lean
-  either way, so b ~ Binomial(b + c, ½); the two-sided p-value is ``scipy.stats.binomtest(b, b + c)``.
-- **Benjamini–Hochberg q-values** over every test of a run (``scipy.stats.false_discovery_control``):
-  a run tests several properties, and q controls the expected share of false findings among those
-  called significant.
+  either way, so b ~ Binomial(b + c, ½); the two-sided p-value is ``binomtest(b, b + c)``.
+- **Benjamini–Hochberg q-values** over every test of a run: a run tests several properties, and q
+  controls the expected share of false findings among those called significant.
+
+The Wilson interval, the McNemar test and BH come from :mod:`asyncpipe.metrics.significance` (scipy
+underneath), imported where used: scipy takes seconds to import on a busy machine, and a command that
+never reaches this stage should not pay for it.
 
 Frames in (``property_scores``): ``property`` (Utf8 id), ``label`` ("A"/"B" or a file name), ``row``
 (Int64, the row's index in its file), ``p_yes`` (Float64, null = unscored).
@@ -34,8 +37,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
-
-from asyncpipe.metrics.scores import Z_95, wilson_interval
 
 #: the q-value below which a difference is called significant in the report and the terminal
 SIGNIFICANT_Q = 0.05
@@ -64,7 +65,7 @@ class PairedCounts:
         return cls(both, a_only, b_only, len(yes_a) - both - a_only - b_only)
 
 
-def newcombe_paired_interval(counts: PairedCounts, z: float = Z_95) -> tuple[float, float]:
+def newcombe_paired_interval(counts: PairedCounts, confidence: float = 0.95) -> tuple[float, float]:
     """Newcombe's hybrid score interval (method 10, 1998) for prevalence_A − prevalence_B on pairs.
 
     With p1 = (both + a_only)/n, p2 = (both + b_only)/n, their Wilson intervals (l1, u1), (l2, u2) and
@@ -72,13 +73,15 @@ def newcombe_paired_interval(counts: PairedCounts, z: float = Z_95) -> tuple[flo
     L = d − √((p1 − l1)² + (u2 − p2)² − 2ψ(p1 − l1)(u2 − p2)),
     U = d + √((p2 − l2)² + (u1 − p1)² − 2ψ(p2 − l2)(u1 − p1)).
     """
+    from asyncpipe.metrics.significance import wilson_interval
+
     n = counts.n
     if n <= 0:
         raise ValueError("newcombe_paired_interval needs at least one pair")
     yes_a, yes_b = counts.both + counts.a_only, counts.both + counts.b_only
     p1, p2 = yes_a / n, yes_b / n
-    l1, u1 = wilson_interval(yes_a, n, z)
-    l2, u2 = wilson_interval(yes_b, n, z)
+    l1, u1 = wilson_interval(yes_a, n, confidence)
+    l2, u2 = wilson_interval(yes_b, n, confidence)
     margins = yes_a * (n - yes_a) * yes_b * (n - yes_b)
     psi = 0.0
     if margins > 0:
@@ -93,31 +96,23 @@ def newcombe_paired_interval(counts: PairedCounts, z: float = Z_95) -> tuple[flo
     return max(-1.0, low), min(1.0, high)
 
 
-def mcnemar_exact_p(a_only: int, b_only: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts (1.0 when there are none)."""
-    from scipy.stats import binomtest
-
-    if a_only + b_only == 0:
-        return 1.0
-    return float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
-
-
 def bh_q_values(p_values: Sequence[float | None]) -> list[float | None]:
     """Benjamini–Hochberg q-values over the p-values given; a missing p-value stays missing and does
     not count as a test."""
-    from scipy.stats import false_discovery_control
+    from asyncpipe.metrics.significance import benjamini_hochberg
 
     present = [i for i, p in enumerate(p_values) if p is not None and not math.isnan(p)]
     out: list[float | None] = [None] * len(p_values)
-    if present:
-        q = false_discovery_control([float(p_values[i]) for i in present], method="bh")  # type: ignore[arg-type]
-        for i, value in zip(present, q, strict=True):
-            out[i] = float(value)
+    q = benjamini_hochberg([float(p_values[i]) for i in present])  # type: ignore[arg-type]
+    for i, value in zip(present, q, strict=True):
+        out[i] = value
     return out
 
 
 def paired_difference(yes_a: Sequence[bool], yes_b: Sequence[bool]) -> dict:
     """Difference, Newcombe interval and exact McNemar p for one property on aligned pairs."""
+    from asyncpipe.metrics.significance import exact_mcnemar_p
+
     counts = PairedCounts.of(yes_a, yes_b)
     if counts.n == 0:
         return {"difference": None, "ci_low": None, "ci_high": None, "p_value": None, "n_pairs": 0}
@@ -126,7 +121,7 @@ def paired_difference(yes_a: Sequence[bool], yes_b: Sequence[bool]) -> dict:
         "difference": (counts.a_only - counts.b_only) / counts.n,
         "ci_low": low,
         "ci_high": high,
-        "p_value": mcnemar_exact_p(counts.a_only, counts.b_only),
+        "p_value": exact_mcnemar_p(counts.a_only, counts.b_only),
         "n_pairs": counts.n,
     }
 
@@ -231,6 +226,8 @@ def prevalence_table(
     (``files`` lists ``(file, base or None)``; ``label`` in ``scores`` is the file), the paired
     difference file − base with Newcombe's interval and the exact McNemar p. q-values are
     Benjamini–Hochberg over every file-vs-base test in the table."""
+    from asyncpipe.metrics.significance import wilson_interval
+
     rows = []
     for file, base in files:
         for prop, text in properties:
