@@ -823,3 +823,16 @@ def test_a_retry_after_of_7_seconds_is_the_retrys_wait_and_holds_back_every_requ
     # every later request, the refused row's retry and the rows behind it, waited the 7 seconds out
     assert [t for t, _ in sent_at[1:]] and all(t >= 7.0 for t, _ in sent_at[1:]), sent_at
     assert client.stats.rate_limited == 1 and client.stats.retries == 1
+
+
+def test_the_progress_line_shows_the_limit_and_the_latency():
+    from asyncpipe.pipeline.progress import limiter_text
+
+    clock = VirtualClock()
+    limiter = AdaptiveLimiter(64, initial=16, timeout=5.0, clock=clock, sleep=clock.sleep)
+    assert limiter_text(limiter) == "limit 16/64"  # nothing measured yet
+    simulate(limiter, clock, serial_server(0.25), requests=100, timeout=5.0)
+    text = limiter_text(limiter)
+    assert text.startswith(f"limit {int(limiter.limit)}/64 · latency ")
+    assert "(base 0.25s)" in text
+    assert limiter.state().to_dict()["base_latency_s"] == 0.25
