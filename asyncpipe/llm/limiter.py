@@ -33,7 +33,9 @@ The algorithm, in the way TCP and Netflix's concurrency-limits do it:
   requests in flight at once (at most once per ``cooldown`` or per that latency, whichever is
   longer). A timeout itself is a congestion signal like a 429, and the halving starts from the
   requests in flight (TCP's flight size), so the abandoned request is sent again only once the limit
-  is below what was in flight when it was abandoned.
+  is below what was in flight when it was abandoned. Nothing is known of the server before its first
+  answer, so until then only ``FIRST_WINDOW`` requests go; the initial limit follows at once if that
+  many requests, each as slow as the first answer, would still wait under the share.
 - **The base is measured again.** It is the lowest latency seen; a success within 5 % of it renews
   it. Against a queue that the limit keeps short, no success comes that fast any more, so after
   ``BASE_TTL`` seconds without one the limiter probes, as BBR's ProbeRTT does: for one round only
@@ -78,7 +80,7 @@ from dataclasses import asdict, dataclass
 
 import anyio
 
-from asyncpipe.llm.pacing import Pacer, RecentSuccesses
+from asyncpipe.llm.pacing import LatencyRound, Pacer, RecentSuccesses
 
 #: seconds without a 429 after which an inferred pace is dropped
 INFERRED_TTL = 60.0
@@ -94,6 +96,8 @@ DELAY_FLOOR = 0.1
 TIMEOUT_SHARE = 0.25
 #: seconds after which an unrenewed base latency is measured again
 BASE_TTL = 30.0
+#: requests in flight, with a timeout, until the first answer shows the full initial limit is safe
+FIRST_WINDOW = 4.0
 #: fewest successes in a round (a round is otherwise ``limit`` successes)
 MIN_ROUND = 8
 
@@ -117,26 +121,6 @@ class LimiterState:
         return asdict(self)
 
 
-class _Round:
-    """Latencies of the successes of one round: count, lowest, sum, and when the round began."""
-
-    __slots__ = ("began", "count", "lowest", "total")
-
-    def __init__(self, began: float | None) -> None:
-        self.began = began
-        self.count = 0
-        self.lowest = float("inf")
-        self.total = 0.0
-
-    def add(self, latency: float, now: float) -> None:
-        if not self.count:  # after an idle spell the round begins when its first request was sent
-            self.began = now - latency if self.began is None else max(self.began, now - latency)
-        self.count += 1
-        self.total += latency
-        if latency < self.lowest:
-            self.lowest = latency
-
-
 class AdaptiveLimiter:
     def __init__(
         self,
@@ -154,6 +138,9 @@ class AdaptiveLimiter:
         self.maximum = max(1, maximum)
         self.minimum = max(1, min(minimum, self.maximum))
         self.limit = float(min(self.maximum, max(self.minimum, initial if initial is not None else 16)))
+        self._initial = self.limit if timeout else None  # with a timeout, first FIRST_WINDOW, then this
+        if timeout:
+            self.limit = min(self.limit, max(float(self.minimum), FIRST_WINDOW))
         self.in_flight = 0
         self.slow_start = True
         self.cooldown = cooldown
@@ -181,7 +168,7 @@ class AdaptiveLimiter:
         self.queued: float | None = None
         self.latency_decreases = 0
         self.timeouts = 0
-        self._round = _Round(None)
+        self._round = LatencyRound(None)
         self._grow = True  # the last round's verdict: False while a queue holds the limit
         self._probe_from: tuple[float, float] | None = None  # (limit to restore, since) in a probe
 
@@ -307,6 +294,10 @@ class AdaptiveLimiter:
         """Note one success's latency; whether it may grow the limit (see the module docstring)."""
         now = self.clock()
         base = self.base_latency
+        if self._initial is not None:  # the first answer: would the initial limit queue too long?
+            if latency * self._initial <= self.timeout * TIMEOUT_SHARE:
+                self.limit = max(self.limit, self._initial)
+            self._initial = None
         if base is None or latency <= base * 1.05:
             if base is None or latency < base:
                 self.base_latency = base = latency
@@ -329,7 +320,7 @@ class AdaptiveLimiter:
 
     def _end_round(self, now: float, flight: int) -> None:
         finished = self._round
-        self._round = _Round(now)
+        self._round = LatencyRound(now)
         began = finished.began if finished.began is not None else now
         rate = finished.count / max(now - began, 1e-9)
         mean = finished.total / finished.count

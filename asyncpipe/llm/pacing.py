@@ -1,5 +1,5 @@
-"""The limiter's clocks for budgets: a per-minute pace (GCRA) and a count of the last second's
-successes. See :mod:`asyncpipe.llm.limiter` for how they are used."""
+"""What the limiter counts and paces with: a per-minute pace (GCRA), the last second's successes, and
+the latencies of one round. See :mod:`asyncpipe.llm.limiter` for how they are used."""
 
 from __future__ import annotations
 
@@ -48,3 +48,23 @@ class Pacer:
         start = max(self.next_free, now - self.burst * self.interval)
         self.next_free = start + amount * self.interval
         return max(0.0, self.next_free - self.burst * self.interval - now)
+
+
+class LatencyRound:
+    """Latencies of the successes of one round: count, lowest, sum, and when the round began."""
+
+    __slots__ = ("began", "count", "lowest", "total")
+
+    def __init__(self, began: float | None) -> None:
+        self.began = began
+        self.count = 0
+        self.lowest = float("inf")
+        self.total = 0.0
+
+    def add(self, latency: float, now: float) -> None:
+        if not self.count:  # after an idle spell the round begins when its first request was sent
+            self.began = now - latency if self.began is None else max(self.began, now - latency)
+        self.count += 1
+        self.total += latency
+        if latency < self.lowest:
+            self.lowest = latency
