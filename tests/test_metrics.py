@@ -12,7 +12,7 @@ import pytest
 
 from asyncpipe.metrics import (
     apply_bias_offset,
-    binomial_test_p_value,
+    binomial_p_greater,
     correct_probability,
     fit_bias_offset,
     reliability_bins,
@@ -33,12 +33,25 @@ SUMMARY_KEYS = {
     "accuracy_low",
     "accuracy_high",
     "p_value",
+    "p_value_test",
+    "auc_p_value",
+    "coverage",
     "mean_confidence",
     "log_loss",
+    "selection_log_loss",
     "brier",
-    "ece",
+    "ece_p_a",
     "auc",
+    "n_pairs",
+    "pair_wins",
+    "pair_losses",
+    "pair_ties",
+    "pair_accuracy",
+    "pair_ci_low",
+    "pair_ci_high",
+    "pair_p_value",
 }
+INT_KEYS = {"n", "n_scored", "n_unscored", "tp", "fp", "tn", "fn", "n_pairs", "pair_wins", "pair_losses", "pair_ties"}
 
 
 def frame(labels: list[str], p_a: list[float | None]) -> pl.DataFrame:
@@ -68,10 +81,11 @@ def test_small_confusion_matrix_and_rates_by_hand():
 
 
 def test_summary_values_are_plain_python_types():
-    s = summarize(frame(["A", "B", "A", "B"], [0.8, 0.3, 0.4, None]))
-    for key in ("n", "n_scored", "n_unscored", "tp", "fp", "tn", "fn"):
+    s = summarize(frame(["A", "B", "A", "B"], [0.8, 0.3, 0.4, None]).with_columns(row=pl.Series([0, 0, 1, 1])))
+    for key in INT_KEYS:
         assert type(s[key]) is int, key
-    for key in SUMMARY_KEYS - {"n", "n_scored", "n_unscored", "tp", "fp", "tn", "fn"}:
+    assert s["p_value_test"] == "mann-whitney"
+    for key in SUMMARY_KEYS - INT_KEYS - {"p_value_test"}:
         assert type(s[key]) is float, key
         assert math.isfinite(s[key]), key
 
@@ -114,170 +128,79 @@ def test_wilson_interval_matches_reference_values():
         wilson_interval(0, 0)
 
 
-def test_binomial_p_value_matches_reference_values():
-    assert binomial_test_p_value(60, 100) == pytest.approx(0.056887933640979, rel=1e-9)
-    assert binomial_test_p_value(40, 100) == pytest.approx(0.056887933640979, rel=1e-9)
-    assert binomial_test_p_value(50, 100) == 1.0
-    assert binomial_test_p_value(0, 1) == 1.0
-    assert binomial_test_p_value(10, 10) == pytest.approx(2 / 1024)
-
-
-def test_binomial_p_value_equals_exact_rational_sum():
+def test_one_sided_binomial_equals_exact_rational_tail():
     for n in (1, 2, 7, 30):
         for k in range(n + 1):
-            lower = sum(Fraction(math.comb(n, i), 2**n) for i in range(k + 1))
             upper = sum(Fraction(math.comb(n, i), 2**n) for i in range(k, n + 1))
-            expected = min(Fraction(1), 2 * min(lower, upper))
-            assert binomial_test_p_value(k, n) == pytest.approx(float(expected), rel=1e-12), (k, n)
-
-
-def test_binomial_p_value_for_millions_of_trials():
-    assert binomial_test_p_value(1_000_000, 2_000_000) == 1.0
-    # Normal approximation: z = 1000 / sqrt(2e6 / 4) = 1.4142, two-sided p = 0.1573.
-    assert binomial_test_p_value(1_001_000, 2_000_000) == pytest.approx(0.1573, abs=1e-3)
-    assert binomial_test_p_value(1_100_000, 2_000_000) == 0.0  # below the smallest float
-
-
-def pre_fix_p_value(successes: int, n: int) -> float:
-    """The p = 0.5 test exactly as it was before chance became the majority-class rate (a frozen copy)."""
-    m = min(successes, n - successes)
-    log_first = math.lgamma(n + 1) - math.lgamma(m + 1) - math.lgamma(n - m + 1) - n * math.log(2.0)
-    total = 1.0
-    term = 1.0
-    for i in range(m, 0, -1):
-        term *= i / (n - i + 1)
-        total += term
-        if term < 1e-17 * total:
-            break
-    return min(1.0, 2.0 * math.exp(log_first + math.log(total)))
-
-
-def exact_p_value(k: int, n: int, p0: float) -> Fraction:
-    """Brute force in exact rationals: the mass of every outcome at most (1 + 1e-7) times as likely as k."""
-    p = Fraction(p0)  # the exact binary value of the float the function receives
-    pmf = [math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(n + 1)]
-    limit = pmf[k] * (1 + Fraction(1, 10**7))
-    return min(Fraction(1), sum(x for x in pmf if x <= limit))
+            assert binomial_p_greater(k, n) == pytest.approx(float(upper), rel=1e-12), (k, n)
 
 
 def test_majority_class_predictor_is_not_significant_on_unbalanced_split():
-    # Always "A" on 30 A / 12 B rows: 71% accuracy, but that is just the majority share.
+    # Always "A" on 30 A / 12 B rows: 71% accuracy, but that is just the majority share. The ranking is
+    # what is tested on an unbalanced split, and a constant ranks nothing.
     s = summarize(frame(["A"] * 30 + ["B"] * 12, [0.9] * 42))
     assert s["accuracy"] == pytest.approx(30 / 42)
     assert s["balanced_accuracy"] == 0.5
     assert s["auc"] == 0.5
-    assert s["p_value"] > 0.05
-    assert s["p_value"] == 1.0  # 30 correct is the most likely outcome under p0 = 30/42
-    # Always "B" on the same rows is 29% accurate, far below the baseline: significant, two-sided.
+    assert s["p_value_test"] == "mann-whitney"
+    assert s["p_value"] >= 0.5
+    # Always "B" is 29% accurate, but one-sided: worse than chance is never significant.
     worse = summarize(frame(["A"] * 30 + ["B"] * 12, [0.1] * 42))
-    assert worse["p_value"] == pytest.approx(float(exact_p_value(12, 42, 30 / 42)), rel=1e-10)
-    assert worse["p_value"] < 1e-6
+    assert worse["p_value"] >= 0.5
 
 
-def test_chance_uses_the_class_shares_of_scored_rows_only():
+def test_unscored_rows_do_not_decide_which_test_is_used():
     # 20 unscored B rows would make the split look balanced (30 A / 32 B) if they counted.
     scored = frame(["A"] * 30 + ["B"] * 12, [0.9] * 42)
     with_unscored = pl.concat([scored, frame(["B"] * 20, [None] * 20)])
-    assert summarize(with_unscored)["p_value"] == summarize(scored)["p_value"] == 1.0
+    assert summarize(with_unscored)["p_value"] == summarize(scored)["p_value"]
+    assert summarize(with_unscored)["p_value_test"] == "mann-whitney"
 
 
-def test_unbalanced_split_p_value_is_the_exact_test_against_majority_share():
-    # 30 A / 12 B; 28 A and 10 B right, so 38 of 42 against p0 = 30/42.
+def test_unbalanced_split_p_value_is_the_one_sided_mann_whitney_test():
+    # 30 A / 12 B; A rows ranked 0.8 (28) and 0.3 (2), B rows 0.2 (10) and 0.6 (2).
     labels = ["A"] * 30 + ["B"] * 12
     p_a = [0.8] * 28 + [0.3] * 2 + [0.2] * 10 + [0.6] * 2
     s = summarize(frame(labels, p_a))
     assert s["accuracy"] == pytest.approx(38 / 42)
-    expected = float(exact_p_value(38, 42, 30 / 42))
-    assert s["p_value"] == pytest.approx(expected, rel=1e-10)
-    assert s["p_value"] == binomial_test_p_value(38, 42, 30 / 42)
-    assert 1e-4 < s["p_value"] < 0.05
-    # B as the majority gives the same number: p0 is the larger share, whichever class holds it.
+    # AUC by hand: 0.8 beats all 12 B rows (28 x 12), 0.3 beats the ten 0.2 rows (2 x 10)
+    assert s["auc"] == pytest.approx((28 * 12 + 2 * 10) / (30 * 12))
+    from scipy.stats import mannwhitneyu
+
+    expected = mannwhitneyu([0.8] * 28 + [0.3] * 2, [0.2] * 10 + [0.6] * 2, alternative="greater").pvalue
+    assert s["p_value"] == pytest.approx(expected) and s["p_value"] < 1e-4
+    # B as the larger file and the scores mirrored: the same ranking, the same p.
     flipped = summarize(frame(["B" if x == "A" else "A" for x in labels], [1.0 - p for p in p_a]))
-    assert flipped["p_value"] == s["p_value"]
+    assert flipped["p_value"] == pytest.approx(s["p_value"])
 
 
-def test_balanced_inputs_give_exactly_the_pre_fix_p_value():
+def test_balanced_split_p_value_is_the_one_sided_binomial_test():
+    from scipy.stats import binomtest
+
     rng = random.Random(7)
     for half in (1, 2, 5, 50, 500):
         labels = ["A"] * half + ["B"] * half
         for _ in range(5):
             p_a = [rng.random() for _ in labels]
             s = summarize(frame(labels, p_a))
-            assert s["p_value"] == pre_fix_p_value(s["tp"] + s["tn"], 2 * half)
-    for n in (1, 2, 7, 30, 1001, 2_000_000):
-        for k in {0, 1, n // 3, n // 2, n - 1, n}:
-            assert binomial_test_p_value(k, n, 0.5) == binomial_test_p_value(k, n) == pre_fix_p_value(k, n)
-
-
-def test_general_p0_matches_brute_force_exact_sum():
-    for n in (1, 2, 3, 4, 5, 9, 10, 17, 30, 40):
-        for p0 in (0.5, 0.6, 0.71, 0.9, 0.3):
-            for k in range(n + 1):
-                expected = float(exact_p_value(k, n, p0))
-                assert binomial_test_p_value(k, n, p0) == pytest.approx(expected, rel=1e-10), (k, n, p0)
-
-
-def test_general_p0_path_agrees_with_the_p_half_path():
-    # The general code, fed p0 = 0.5, reproduces the symmetric shortcut.
-    from asyncpipe.metrics.scores import _binomial_test_general
-
-    for n in (1, 2, 7, 30, 101, 10_000):
-        for k in sorted({0, 1, n // 3, n // 2, (n + 1) // 2, n - 1, n}):
-            assert _binomial_test_general(k, n, 0.5) == pytest.approx(pre_fix_p_value(k, n), rel=1e-9), (k, n)
-
-
-def test_general_p0_is_mirror_symmetric_and_never_nan():
-    rng = random.Random(11)
-    for _ in range(300):
-        n = rng.choice((1, 3, 20, 137, 5000, 123_457))
-        k = rng.randint(0, n)
-        # p0 >= 0.5 so that 1 - p0 is exact in floating point and the mirror is the same distribution.
-        p0 = rng.choice((0.5 + rng.random() / 2, 0.5, 0.999, 1.0 - 2.0**-40))
-        value = binomial_test_p_value(k, n, p0)
-        assert 0.0 <= value <= 1.0, (k, n, p0)
-        mirrored = binomial_test_p_value(n - k, n, 1.0 - p0)
-        assert 0.0 <= mirrored <= 1.0, (k, n, p0)
-        assert mirrored == pytest.approx(value, rel=1e-6, abs=1e-300), (k, n, p0)
-
-
-def test_general_p0_edges_and_bad_input():
-    assert binomial_test_p_value(10, 10, 1.0) == 1.0
-    assert binomial_test_p_value(9, 10, 1.0) == 0.0
-    assert binomial_test_p_value(0, 10, 0.0) == 1.0
-    assert binomial_test_p_value(1, 10, 0.0) == 0.0
-    assert binomial_test_p_value(0, 5, 0.9) == pytest.approx(float(exact_p_value(0, 5, 0.9)), rel=1e-12)
-    for bad in (-0.1, 1.5, float("nan")):
-        with pytest.raises(ValueError, match="p0"):
-            binomial_test_p_value(1, 2, bad)
-
-
-def test_general_p0_for_millions_of_trials():
-    """Exact where it matters at n = 2,000,000 (how long it takes is measured by ``make bench``)."""
-    n, p0 = 2_000_000, 0.7
-    sd = math.sqrt(n * p0 * (1 - p0))  # 648.07
-    at_mean = binomial_test_p_value(1_400_000, n, p0)
-    above = binomial_test_p_value(1_401_000, n, p0)
-    below = binomial_test_p_value(1_399_000, n, p0)
-    far = binomial_test_p_value(1_500_000, n, p0)
-    near = binomial_test_p_value(1_400_001, n, p0)
-    assert at_mean == 1.0
-    # Normal approximation: z = 1000 / 648.07 = 1.543, two-sided p = 0.1228.
-    normal = math.erfc(1000 / sd / math.sqrt(2))
-    assert above == pytest.approx(normal, abs=2e-3)
-    assert below == pytest.approx(normal, abs=2e-3)
-    assert far == 0.0  # below the smallest float
-    assert 0.99 < near <= 1.0
+            correct = s["tp"] + s["tn"]
+            expected = binomtest(correct, 2 * half, 0.5, alternative="greater").pvalue
+            assert s["p_value_test"] == "binomial"
+            assert s["p_value"] == pytest.approx(expected, rel=1e-12)
+            if correct <= half:
+                assert s["p_value"] >= 0.5
 
 
 def test_summarize_a_million_unbalanced_rows():
-    """Every row counted and the p-value against the majority rate (the time: ``make bench``)."""
+    """Every row counted, and the ranking tested (the time: ``make bench``)."""
     rng = random.Random(3)
     labels = ["A"] * 700_000 + ["B"] * 300_000
     p_a = [rng.random() * 0.6 + (0.4 if label == "A" else 0.0) for label in labels]
     s = summarize(frame(labels, p_a))
     assert s["n_scored"] == 1_000_000
     assert s["tp"] + s["fn"] == 700_000 and s["tn"] + s["fp"] == 300_000
-    assert s["p_value"] == binomial_test_p_value(s["tp"] + s["tn"], 1_000_000, 0.7)
+    assert s["p_value_test"] == "mann-whitney"
+    assert s["p_value"] == s["auc_p_value"] == 0.0  # far below the smallest float
 
 
 def test_auc_with_ties_equals_brute_force_pair_count():
@@ -303,8 +226,21 @@ def test_unscored_rows_are_counted_but_excluded_from_rates():
     base = summarize(scored_only)
     s = summarize(with_unscored)
     assert (s["n"], s["n_scored"], s["n_unscored"]) == (7, 4, 3)
-    for key in SUMMARY_KEYS - {"n", "n_unscored"}:
+    for key in SUMMARY_KEYS - {"n", "n_unscored", "coverage", "selection_log_loss"}:
         assert s[key] == pytest.approx(base[key]), key
+    assert (base["coverage"], s["coverage"]) == (1.0, pytest.approx(4 / 7))
+    # ...but not rewarded when a step is chosen: each unscored row costs a coin flip, ln 2
+    assert base["selection_log_loss"] == pytest.approx(base["log_loss"])
+    assert s["selection_log_loss"] == pytest.approx((4 * base["log_loss"] + 3 * math.log(2)) / 7)
+
+
+def test_abstaining_never_lowers_the_selection_loss():
+    # A confident right answer costs less than ln 2, an unsure one more; leaving either unscored costs
+    # exactly ln 2, so the loss a step is chosen by can only reward answering well.
+    answered = summarize(frame(["A", "B"], [0.9, 0.45]))
+    abstained = summarize(frame(["A", "B"], [0.9, None]))
+    assert abstained["log_loss"] < answered["log_loss"]  # the old criterion rewarded abstaining
+    assert abstained["selection_log_loss"] == pytest.approx((-math.log(0.9) + math.log(2)) / 2)
 
 
 def test_all_unscored_gives_none_rates_not_nan():
@@ -312,7 +248,8 @@ def test_all_unscored_gives_none_rates_not_nan():
     assert set(s) == SUMMARY_KEYS
     assert (s["n"], s["n_scored"], s["n_unscored"]) == (3, 0, 3)
     assert (s["tp"], s["fp"], s["tn"], s["fn"]) == (0, 0, 0, 0)
-    for key in SUMMARY_KEYS - {"n", "n_scored", "n_unscored", "tp", "fp", "tn", "fn"}:
+    assert s["coverage"] == 0.0 and s["selection_log_loss"] == pytest.approx(math.log(2))
+    for key in SUMMARY_KEYS - INT_KEYS - {"coverage", "selection_log_loss"}:
         assert s[key] is None, key
     empty = summarize(frame([], []))
     assert empty["n"] == 0
@@ -392,16 +329,16 @@ def test_apply_bias_offset_keeps_nulls_and_agrees_with_float_version():
 def test_ece_is_zero_when_bins_are_calibrated():
     # Bin [0.2, 0.3): p = 0.25 with 1 of 4 rows A; bin [0.7, 0.8): p = 0.75 with 3 of 4 rows A.
     preds = frame(["A", "B", "B", "B", "A", "A", "A", "B"], [0.25] * 4 + [0.75] * 4)
-    assert summarize(preds)["ece"] == pytest.approx(0.0, abs=1e-12)
+    assert summarize(preds)["ece_p_a"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_ece_is_positive_when_miscalibrated():
     # Always 0.9 sure of A, right half the time: the gap is 0.4 in the only bin.
     preds = frame(["A", "B"] * 10, [0.9] * 20)
-    assert summarize(preds)["ece"] == pytest.approx(0.4)
+    assert summarize(preds)["ece_p_a"] == pytest.approx(0.4)
     # Weighted by bin size: 4 rows off by 0.4 plus 8 calibrated rows.
     mixed = pl.concat([frame(["A", "B"] * 2, [0.9] * 4), frame(["A", "B"] * 4, [0.5] * 8)])
-    assert summarize(mixed)["ece"] == pytest.approx(0.4 * 4 / 12)
+    assert summarize(mixed)["ece_p_a"] == pytest.approx(0.4 * 4 / 12)
 
 
 def test_reliability_bins_lists_non_empty_bins_in_order():

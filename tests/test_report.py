@@ -69,7 +69,7 @@ def summarize(labels: list[str], ps: list[float | None]) -> dict[str, Any]:
             mean_confidence=sum(max(p, 1 - p) for _, p in scored) / n,
             log_loss=-sum(math.log(max(eps, p if y == "A" else 1 - p)) for y, p in scored) / n,
             brier=sum(((1.0 if y == "A" else 0.0) - p) ** 2 for y, p in scored) / n,
-            ece=0.05,
+            ece_p_a=0.05,
             auc=None,
         )
     return out

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import math
+import random
 
 import polars as pl
 import pytest
 
-from asyncpipe.metrics.paired import PairCounts, pair_counts, pair_summary
-from asyncpipe.metrics.significance import (
+from asyncpipe.metrics import (
+    PairCounts,
     benjamini_hochberg,
     binomial_p_greater,
     exact_mcnemar_p,
     holm_adjust,
+    pair_counts,
+    pair_summary,
     pairs_needed,
     rank_auc_p_greater,
     sign_test_p_greater,
     smallest_sign_test_p,
+    summarize,
     wilson_interval,
 )
 
@@ -165,6 +169,15 @@ def test_pair_accuracy_interval_and_sign_test_by_hand():
     assert s["pair_p_value"] == pytest.approx(46 / 512)
 
 
+def test_pair_accuracy_ignores_the_lean_that_ruins_accuracy():
+    # Every row leans hard to 'A', but each A row is a little above its B partner.
+    pairs = [(0.97 + 0.0001 * i, 0.96 + 0.0001 * i) for i in range(20)]
+    s = summarize(rows(pairs))
+    assert s["accuracy"] == 0.5  # every row predicted 'A'
+    assert s["pair_accuracy"] == 1.0 and s["n_pairs"] == 20
+    assert s["pair_p_value"] == pytest.approx(0.5**20)
+
+
 def test_rows_without_a_partner_are_not_pairs():
     frame = pl.DataFrame(
         {"label": ["A", "A", "A", "B"], "row": [0, 1, 2, 0], "p_a": [0.9, 0.8, 0.7, 0.1]},
@@ -173,3 +186,33 @@ def test_rows_without_a_partner_are_not_pairs():
     assert pair_counts(frame) == PairCounts(1, 0, 0)
     empty = pair_summary(PairCounts(0, 0, 0))
     assert empty["n_pairs"] == 0 and empty["pair_accuracy"] is None and empty["pair_p_value"] is None
+
+
+# -- the summary's p-value -------------------------------------------------------------------------
+def test_below_chance_on_a_balanced_split_gets_p_at_least_half():
+    # 30 % accuracy on 50 + 50 rows: the two-sided test used to call this p = 1.5e-8
+    labels = ["A"] * 50 + ["B"] * 50
+    p = [0.9] * 15 + [0.1] * 35 + [0.9] * 35 + [0.1] * 15
+    s = summarize(pl.DataFrame({"label": labels, "p_a": p}))
+    assert s["accuracy"] == pytest.approx(0.3)
+    assert s["p_value_test"] == "binomial"
+    assert s["p_value"] >= 0.5
+
+
+def test_a_coin_flip_on_an_800_200_split_is_not_significant():
+    rng = random.Random(13)
+    labels = ["A"] * 800 + ["B"] * 200
+    p = [rng.random() for _ in labels]
+    s = summarize(pl.DataFrame({"label": labels, "p_a": p}))
+    assert s["p_value_test"] == "mann-whitney"
+    assert s["p_value"] == s["auc_p_value"]
+    assert s["p_value"] > 0.05
+    assert 0.4 < s["balanced_accuracy"] < 0.6
+
+
+def test_a_good_ranking_on_an_unbalanced_split_is_significant():
+    rng = random.Random(5)
+    labels = ["A"] * 80 + ["B"] * 20
+    p = [min(1.0, rng.random() * 0.5 + (0.45 if label == "A" else 0.0)) for label in labels]
+    s = summarize(pl.DataFrame({"label": labels, "p_a": p}))
+    assert s["auc"] > 0.8 and s["p_value"] < 1e-4

@@ -3,11 +3,14 @@
 Column contracts (tests and the report read these):
 
 - ``metrics.parquet``: ``phase`` ("step" | "final"), ``step``, ``epoch`` (null for final), ``split``
-  ("train" | "validation" | "rest" | "all"), ``correction`` ("raw" | "corrected"), then the counts and
-  statistics of :func:`asyncpipe.metrics.summarize` (``n``, ``tp`` … ``accuracy``, ``mean_confidence``,
-  ``n_unscored``, Wilson interval, p-value, AUC, log loss, Brier, ECE).
+  ("train" | "validation" | "test" | "rest" | "all"), ``correction`` ("raw" | "corrected"), then the
+  counts and statistics of :func:`asyncpipe.metrics.summarize` (``n``, ``tp`` … ``n_pairs``,
+  ``pair_accuracy``, ``pair_ci_low``, ``pair_ci_high``, ``pair_p_value``, ``coverage``, ``accuracy``
+  with its Wilson interval, the one-sided ``p_value`` and ``p_value_test``, ``auc``, ``auc_p_value``,
+  log loss, ``selection_log_loss``, Brier, ``ece_p_a``).
 - ``predictions.parquet``: ``label``, ``row``, ``split``, ``text``, ``p_a`` (raw), ``p_a_corrected``,
-  ``predicted`` (from the corrected probability), ``predicted_raw``, ``error``.
+  ``predicted`` (from the corrected probability), ``predicted_raw``, ``label_mass`` (the probability
+  'A' and 'B' held together; null when unknown), ``error`` (why a row is unscored).
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from typing import Any
 import polars as pl
 
 from asyncpipe import __version__
-from asyncpipe.metrics import SUMMARY_FLOAT_KEYS, SUMMARY_INT_KEYS, apply_bias_offset, summarize
+from asyncpipe.metrics import (
+    SUMMARY_FLOAT_KEYS,
+    SUMMARY_INT_KEYS,
+    SUMMARY_TEXT_KEYS,
+    apply_bias_offset,
+    summarize,
+)
 from asyncpipe.pipeline.fanout import Scores
 
 SUMMARY_INT = SUMMARY_INT_KEYS
@@ -30,12 +39,17 @@ METRICS_SCHEMA: dict[str, Any] = {
     "correction": pl.Utf8,
     **{k: pl.Int64 for k in SUMMARY_INT},
     **{k: pl.Float64 for k in SUMMARY_FLOAT},
+    **{k: pl.Utf8 for k in SUMMARY_TEXT_KEYS},
 }
 CLASSIFIER_FORMAT = 1
 
 
-def preds_frame(labels: list[str], p_a: list[float | None]) -> pl.DataFrame:
-    return pl.DataFrame({"label": labels, "p_a": p_a}, schema={"label": pl.Utf8, "p_a": pl.Float64})
+def preds_frame(labels: list[str], rows: list[int], p_a: list[float | None]) -> pl.DataFrame:
+    """The rows of one step's summary: label, row (the pair index, for pair accuracy) and p_a."""
+    return pl.DataFrame(
+        {"label": labels, "row": rows, "p_a": p_a},
+        schema={"label": pl.Utf8, "row": pl.Int64, "p_a": pl.Float64},
+    )
 
 
 def metrics_row(phase: str, step: int, epoch: int | None, split: str, correction: str, summary: dict) -> dict:
@@ -45,7 +59,7 @@ def metrics_row(phase: str, step: int, epoch: int | None, split: str, correction
         "epoch": epoch,
         "split": split,
         "correction": correction,
-        **{k: summary.get(k) for k in (*SUMMARY_INT, *SUMMARY_FLOAT)},
+        **{k: summary.get(k) for k in (*SUMMARY_INT, *SUMMARY_FLOAT, *SUMMARY_TEXT_KEYS)},
     }
 
 
@@ -59,6 +73,7 @@ RAW_PREDICTIONS_SCHEMA = {
     "split": pl.Utf8,
     "text": pl.Utf8,
     "p_a": pl.Float64,
+    "label_mass": pl.Float64,
     "error": pl.Utf8,
 }
 
@@ -73,6 +88,7 @@ def raw_predictions(
         "split": splits,
         "text": texts,
         "p_a": scores.values(),
+        "label_mass": scores.masses(),
         "error": [scores.errors.get(k) for k in range(len(texts))],
     }
     return pl.DataFrame(data, schema=RAW_PREDICTIONS_SCHEMA)
@@ -94,7 +110,16 @@ def predictions_with_correction(frame: pl.DataFrame, offset: float) -> pl.DataFr
         frame.with_columns(apply_bias_offset(pl.col("p_a"), offset).alias("p_a_corrected"))
         .with_columns(decide("p_a_corrected").alias("predicted"), decide("p_a").alias("predicted_raw"))
         .select(
-            "label", "row", "split", "text", "p_a", "p_a_corrected", "predicted", "predicted_raw", "error"
+            "label",
+            "row",
+            "split",
+            "text",
+            "p_a",
+            "p_a_corrected",
+            "predicted",
+            "predicted_raw",
+            "label_mass",
+            "error",
         )
     )
 

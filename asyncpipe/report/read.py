@@ -27,11 +27,12 @@ from typing import Any
 import polars as pl
 import yaml
 
-from asyncpipe.metrics import SUMMARY_INT_KEYS, SUMMARY_KEYS
+from asyncpipe.metrics import SUMMARY_INT_KEYS, SUMMARY_KEYS, SUMMARY_TEXT_KEYS
 
 LABELS = ("A", "B")
 
 _INT_KEYS = frozenset(SUMMARY_INT_KEYS)
+_TEXT_KEYS = frozenset(SUMMARY_TEXT_KEYS)
 
 #: columns of the per-step frame the figures draw from (one row per step and split)
 STEP_COLUMNS = ("step", "epoch", "split", *SUMMARY_KEYS)
@@ -322,7 +323,7 @@ def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any] | None:
 def _schema() -> dict[str, pl.DataType]:
     schema: dict[str, pl.DataType] = {"step": pl.Int64(), "epoch": pl.Int64(), "split": pl.Utf8()}
     for key in SUMMARY_KEYS:
-        schema[key] = pl.Int64() if key in _INT_KEYS else pl.Float64()
+        schema[key] = pl.Int64() if key in _INT_KEYS else pl.Utf8() if key in _TEXT_KEYS else pl.Float64()
     return schema
 
 
@@ -355,7 +356,10 @@ def _clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in SUMMARY_KEYS:
         value = summary.get(key)
-        out[key] = _int_or_none(value) if key in _INT_KEYS else _float_or_none(value)
+        if key in _TEXT_KEYS:
+            out[key] = _str_or_none(value)
+        else:
+            out[key] = _int_or_none(value) if key in _INT_KEYS else _float_or_none(value)
     return out
 
 

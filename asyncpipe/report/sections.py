@@ -153,14 +153,14 @@ def _summary_row(split: str, correction: str, s: dict[str, Any]) -> str:
         esc(split), esc(_CORRECTION_TITLE.get(correction, correction)), num(s.get("n")), num(s.get("n_scored")),
         pct(s.get("accuracy")), interval(s.get("accuracy_low"), s.get("accuracy_high")),
         pct(s.get("balanced_accuracy")), p_value(s.get("p_value")), pct(s.get("mean_confidence")),
-        num(s.get("log_loss")), num(s.get("brier")), num(s.get("ece")), num(s.get("auc")),
+        num(s.get("log_loss")), num(s.get("brier")), num(s.get("ece_p_a")), num(s.get("auc")),
     ]  # fmt: skip
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
 _SUMMARY_HEAD = (
     "<tr><th>split</th><th>scores</th><th>n</th><th>scored</th><th>accuracy</th><th>95% CI</th>"
-    "<th>balanced</th><th>p-value</th><th>mean conf.</th><th>log loss</th><th>Brier</th><th>ECE</th>"
+    "<th>balanced</th><th>p-value</th><th>mean conf.</th><th>log loss</th><th>Brier</th><th title='expected calibration error of p(A) over 10 equal-width bins (not the top-label ECE)'>ECE of p(A)</th>"
     "<th>AUC</th></tr>"
 )
 
