@@ -378,6 +378,7 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         test_fraction=pick("test_fraction"),
         test_max=pick("test_max"),
         max_row_chars=args.max_row_tokens * CHARS_PER_TOKEN if args.max_row_tokens else pick("max_row_chars"),
+        min_label_mass=settings["min_label_mass"],
         history_size=settings["history_size"],
         wrong_examples=settings["wrong_examples"],
         describe_max_tokens=pick("describe_max_tokens"),

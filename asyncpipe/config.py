@@ -80,6 +80,7 @@ SETTING_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "test_fraction": ("float", lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1"),
     "test_max": ("int", lambda v: v >= 0, "an integer ≥ 0"),
     "max_row_chars": ("int", lambda v: v >= 1, "an integer ≥ 1"),
+    "min_label_mass": ("float", lambda v: 0 <= v <= 1, "a number from 0 to 1"),
     "history_size": ("int", lambda v: v >= 0, "an integer ≥ 0"),
     "wrong_examples": ("int", lambda v: v >= 0, "an integer ≥ 0"),
     "describe_max_tokens": ("int", lambda v: v >= 1, "an integer ≥ 1"),
@@ -248,6 +249,7 @@ class RunConfig:
     test_fraction: float = 0.1
     test_max: int = 100
     max_row_chars: int = 6000
+    min_label_mass: float = 0.5
     history_size: int = 3
     wrong_examples: int = 4
     describe_max_tokens: int = 1024
@@ -304,6 +306,7 @@ class RunConfig:
             "test_fraction",
             "test_max",
             "max_row_chars",
+            "min_label_mass",
             "history_size",
             "wrong_examples",
             "describe_max_tokens",

@@ -165,6 +165,28 @@ def graded_scorer(
     return score
 
 
+def leaning_scorer(
+    word_a: str = "apple",
+    word_b: str = "banana",
+    *,
+    p_a_rows: float = 0.95,
+    p_b_rows: float = 0.85,
+    low_mass_word: str | None = None,
+) -> Callable[[dict], list[tuple[str, float]]]:
+    """A model that ranks every pair right but leans heavily to 'A': rows mentioning ``word_a`` get
+    p(A) = ``p_a_rows``, rows mentioning ``word_b`` the lower but still A-leaning ``p_b_rows``, so raw
+    accuracy sits at 50 % while every pair is ordered correctly. A row mentioning ``low_mass_word`` is
+    answered mostly with "**" (the labels hold 10 % of the answer, split evenly)."""
+
+    def score(body: dict) -> list[tuple[str, float]]:
+        row = row_of(body).lower()
+        if low_mass_word is not None and low_mass_word in row:
+            return top_logprobs_for(0.5, mass=0.1, other="**")
+        return top_logprobs_for(p_a_rows if word_a in row else p_b_rows if word_b in row else 0.9)
+
+    return score
+
+
 def describe_step(body: dict) -> int:
     """Which describe step a request is for, read from the prompt itself (1 + the latest earlier step
     in its history), so that it holds however many requests the cache answered."""
@@ -188,15 +210,17 @@ def scripted_describer(strengths: list[float], *, words: int = 220) -> Callable[
     return describe
 
 
-def top_logprobs_for(p_a: float, split: float = 0.7) -> list[tuple[str, float]]:
-    """Logprobs for which the label masses give exactly ``p_a`` (with 1% left for other tokens)."""
-    mass = 0.99
+def top_logprobs_for(
+    p_a: float, split: float = 0.7, *, mass: float = 0.99, other: str = "Sure"
+) -> list[tuple[str, float]]:
+    """Logprobs for which the label masses give exactly ``p_a``, the labels holding ``mass`` together
+    and the token ``other`` the rest."""
     a, b = mass * p_a, mass * (1 - p_a)
     out = [
         ("A", math.log(a * split)),
         (" A", math.log(a * (1 - split))),
         ("B", math.log(b)),
-        ("Sure", math.log(0.01)),
+        (other, math.log(1.0 - mass)),
     ]
     return sorted(out, key=lambda t: -t[1])
 

@@ -469,11 +469,18 @@ def test_several_openers_of_one_new_file_all_get_in(tmp_path: Path):
         LabelScore(None, "neither 'A' nor \"B\" among: ü 😀\n", Usage()),
         LabelScore(1.0, None, Usage(1, 2, 3), "logits"),
         LabelScore(1e-300, None),
+        LabelScore(0.75, None, Usage(5, 1, 0), label_mass=0.123456789),
     ],
 )
 def test_the_cached_form_of_a_score_is_its_json(score: LabelScore):
     usage = [score.usage.prompt_tokens, score.usage.completion_tokens, score.usage.cached_tokens]
-    plain = {"p_a": score.p_a, "error": score.error, "method": score.method, "usage": usage}
+    plain = {
+        "p_a": score.p_a,
+        "error": score.error,
+        "method": score.method,
+        "label_mass": score.label_mass,
+        "usage": usage,
+    }
     assert score_json(score) == json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
 
 

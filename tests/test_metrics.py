@@ -51,7 +51,19 @@ SUMMARY_KEYS = {
     "pair_ci_high",
     "pair_p_value",
 }
-INT_KEYS = {"n", "n_scored", "n_unscored", "tp", "fp", "tn", "fn", "n_pairs", "pair_wins", "pair_losses", "pair_ties"}
+INT_KEYS = {
+    "n",
+    "n_scored",
+    "n_unscored",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+    "n_pairs",
+    "pair_wins",
+    "pair_losses",
+    "pair_ties",
+}
 
 
 def frame(labels: list[str], p_a: list[float | None]) -> pl.DataFrame:
@@ -81,7 +93,9 @@ def test_small_confusion_matrix_and_rates_by_hand():
 
 
 def test_summary_values_are_plain_python_types():
-    s = summarize(frame(["A", "B", "A", "B"], [0.8, 0.3, 0.4, None]).with_columns(row=pl.Series([0, 0, 1, 1])))
+    s = summarize(
+        frame(["A", "B", "A", "B"], [0.8, 0.3, 0.4, None]).with_columns(row=pl.Series([0, 0, 1, 1]))
+    )
     for key in INT_KEYS:
         assert type(s[key]) is int, key
     assert s["p_value_test"] == "mann-whitney"

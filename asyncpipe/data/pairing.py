@@ -57,7 +57,7 @@ def make_plan(
     validation = tuple(sorted(random.Random(seed).sample(range(n_pairs), n_val)))
     # Test pairs from what is left, with a stream of their own: validation stays what it was.
     left = [i for i in range(n_pairs) if i not in set(validation)]
-    n_test = max(0, min(test_max, round(test_fraction * n_pairs), len(left) - 1))
+    n_test = test_pair_count(n_pairs, n_val, test_fraction, test_max)
     test = tuple(sorted(random.Random(seed + 1).sample(left, n_test)))
     held = set(validation) | set(test)
     train = [i for i in range(n_pairs) if i not in held]
@@ -68,3 +68,18 @@ def make_plan(
             raise UserError("--max-steps must be at least 1")
         steps = steps[:max_steps]
     return Plan(n_pairs, validation, test, batches, steps)
+
+
+def test_pair_count(n_pairs: int, n_validation: int, test_fraction: float, test_max: int) -> int:
+    """How many test pairs :func:`make_plan` sets aside: the fraction of all pairs, at most
+    ``test_max``, and always leaving the describer one pair."""
+    return max(0, min(test_max, round(test_fraction * n_pairs), n_pairs - n_validation - 1))
+
+
+def smallest_test_fraction(n_pairs: int, n_validation: int, test_max: int, needed: int) -> float | None:
+    """The smallest ``--test-fraction``, in hundredths, that gives at least ``needed`` test pairs; None
+    when none does (too few pairs, or ``test_max`` below ``needed``)."""
+    for hundredths in range(1, 100):
+        if test_pair_count(n_pairs, n_validation, hundredths / 100, test_max) >= needed:
+            return hundredths / 100
+    return None

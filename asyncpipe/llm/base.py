@@ -41,7 +41,9 @@ class LabelScore:
     label of the :class:`~asyncpipe.llm.labels.LabelSet` asked for) — or ``None`` when the row is unscored, in which
     case ``error`` says why (for example that neither label was among the returned tokens).
     ``method`` says how the probability was obtained: ``"logprobs"`` (top-k logprobs from an API) or
-    ``"logits"`` (exact logits over the whole vocabulary, embedded model).
+    ``"logits"`` (exact logits over the whole vocabulary, embedded model). ``label_mass`` is the
+    probability both labels hold together (None when unknown: an answer cached before it was recorded);
+    the pipeline leaves a row with too little of it unscored.
     """
 
     p_a: float | None
@@ -49,6 +51,7 @@ class LabelScore:
     usage: Usage = Usage()
     method: str = "logprobs"
     from_cache: bool = False
+    label_mass: float | None = None
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,14 @@ class LLMClient:
     async def _score(self, key: str, call: Callable[[], Awaitable[LabelScore]], tokens: int) -> LabelScore:
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.stats.cache_hits += 1
-            return LabelScore(hit["p_a"], hit["error"], Usage(*hit["usage"]), hit["method"], from_cache=True)
+            return LabelScore(
+                hit["p_a"],
+                hit["error"],
+                Usage(*hit["usage"]),
+                hit["method"],
+                from_cache=True,
+                label_mass=hit.get("label_mass"),  # absent from answers cached before it was recorded
+            )
         if self.settled and (settled := self.settled.get(key)) is not None:
             return settled
         if (flight := self.inflight.get(key)) is not None:
@@ -280,11 +287,15 @@ def score_json(result: LabelScore) -> str:
     p_a = result.p_a
     if p_a is not None and not math.isfinite(p_a):
         p_a = None  # never stored as NaN: JSON has no such number
+    mass = result.label_mass
+    if mass is not None and not math.isfinite(mass):
+        mass = None
     usage = result.usage
     return (
         f'{{"p_a":{"null" if p_a is None else repr(float(p_a))},'
         f'"error":{"null" if result.error is None else encode_basestring(result.error)},'
         f'"method":{encode_basestring(result.method)},'
+        f'"label_mass":{"null" if mass is None else repr(float(mass))},'
         f'"usage":[{int(usage.prompt_tokens)},{int(usage.completion_tokens)},{int(usage.cached_tokens)}]}}'
     )
 

@@ -6,7 +6,9 @@ once surrounding whitespace is stripped — and, for yes/no, once case is ignore
 and " A" (o200k_base: 32 and 355), "yes", " Yes" and "YES" into different tokens, and a model may put
 its mass on any of them. A/B stays case-sensitive: a lone "a" is more often the English article than
 the label. p(first) is the softmax over the two labels, i.e. the ratio of masses. When neither label
-comes back the row is unscored, never 0.5.
+comes back the row is unscored, never 0.5. The *label mass* is what both labels hold together, so that
+a row where the model mostly answered something else ("**", "I") can be left unscored by the pipeline
+instead of being renormalised into a confident-looking probability.
 """
 
 from __future__ import annotations
@@ -16,6 +18,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 LABELS = ("A", "B")
+#: a returned logprob below this is a sentinel (DeepSeek sends −9999 for masked tokens), not a mass
+MASKED_LOGPROB = -100.0
+#: the least mass a missing label is given, so that p is never exactly 0 or 1 in floating point
+MIN_MISSING_MASS = 1e-12
+
+
+@dataclass(frozen=True)
+class LabelReading:
+    """The first label's probability and the label mass of one answer, or (None, None, reason)."""
+
+    p_a: float | None
+    label_mass: float | None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,27 +83,41 @@ def label_masses(top_logprobs: Iterable[tuple[str, float]], labels: LabelSet = A
     return masses[0], masses[1]
 
 
+def read_top_logprobs(top_logprobs: Iterable[tuple[str, float]], labels: LabelSet = AB) -> LabelReading:
+    """The first label's probability and the label mass from a top-logprobs list.
+
+    When only one label made the list, the other's mass is not 0: it is at most the smallest mass
+    returned (it would have been listed otherwise). That bound is used for the missing label, so p never
+    claims more certainty than the answer supports. A sentinel logprob (below :data:`MASKED_LOGPROB`,
+    e.g. −9999) says nothing about the token's mass and counts as not returned; a list holding only the
+    one label bounds the other by that label's own mass (p = 0.5). The label mass is the observed mass of
+    both labels, without the bound.
+    """
+    pairs = [
+        (t, lp) for t, lp in top_logprobs if lp is not None and math.isfinite(lp) and lp >= MASKED_LOGPROB
+    ]
+    mass_first, mass_second = label_masses(pairs, labels)
+    observed = mass_first + mass_second
+    if observed <= 0.0:
+        seen = ", ".join(repr(t) for t, _ in pairs[:5]) or "none"
+        return LabelReading(
+            None,
+            None,
+            f"neither '{labels.first}' nor '{labels.second}' among the {len(pairs)} returned tokens (top: {seen})",
+        )
+    if mass_first == 0.0 or mass_second == 0.0:
+        bound = max(MIN_MISSING_MASS, math.exp(min(lp for _, lp in pairs)))
+        mass_first, mass_second = mass_first or bound, mass_second or bound
+    return LabelReading(mass_first / (mass_first + mass_second), min(1.0, observed))
+
+
 def p_first_from_top_logprobs(
     top_logprobs: Iterable[tuple[str, float]], labels: LabelSet = AB
 ) -> tuple[float | None, str | None]:
-    """Return ``(p, None)`` with p the first label's probability, or ``(None, reason)`` when neither
-    label is among the tokens.
-
-    When only one label made the top-k list, the other's mass is not 0: it is at most the smallest mass
-    returned (it would have been listed otherwise). That bound is used for the missing label, so p never
-    claims more certainty than the answer supports (1.0 exactly would be a lie).
-    """
-    pairs = [(t, lp) for t, lp in top_logprobs if lp is not None]
-    mass_first, mass_second = label_masses(pairs, labels)
-    if mass_first + mass_second <= 0.0:
-        seen = ", ".join(repr(t) for t, _ in pairs[:5]) or "none"
-        return None, (
-            f"neither '{labels.first}' nor '{labels.second}' among the {len(pairs)} returned tokens (top: {seen})"
-        )
-    if (mass_first == 0.0 or mass_second == 0.0) and len(pairs) > 1:
-        bound = math.exp(min(lp for _, lp in pairs))
-        mass_first, mass_second = mass_first or bound, mass_second or bound
-    return mass_first / (mass_first + mass_second), None
+    """Return ``(p, None)`` with p the first label's probability, or ``(None, reason)``; see
+    :func:`read_top_logprobs`."""
+    reading = read_top_logprobs(top_logprobs, labels)
+    return reading.p_a, reading.error
 
 
 def p_a_from_top_logprobs(top_logprobs: Iterable[tuple[str, float]]) -> tuple[float | None, str | None]:
@@ -102,3 +131,8 @@ def p_a_from_logits(logits_a: list[float], logits_b: list[float]) -> float:
     mass_a = sum(math.exp(x - top) for x in logits_a)
     mass_b = sum(math.exp(x - top) for x in logits_b)
     return mass_a / (mass_a + mass_b)
+
+
+def label_mass_from_logits(label_logits: list[float], log_normaliser: float) -> float:
+    """The probability both labels hold together: sum of exp(logit − logsumexp(all logits))."""
+    return min(1.0, sum(math.exp(x - log_normaliser) for x in label_logits))

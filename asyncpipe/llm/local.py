@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import threading
 from collections.abc import Sequence
 from datetime import datetime
@@ -39,7 +40,7 @@ import anyio
 
 from asyncpipe.errors import UserError
 from asyncpipe.llm.base import Generation, LabelScore, Message, Usage
-from asyncpipe.llm.labels import AB, LabelSet, p_a_from_logits
+from asyncpipe.llm.labels import AB, LabelSet, label_mass_from_logits, p_a_from_logits
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -188,9 +189,11 @@ class LocalProvider:
                 reused = self._evaluate(tokens, self._prefix_length(fitted, tokens))
             logits = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
             ids_a, ids_b = self._ids_for(llm, labels)
-            p_a = p_a_from_logits([logits[i] for i in ids_a], [logits[i] for i in ids_b])
+            label_a, label_b = [logits[i] for i in ids_a], [logits[i] for i in ids_b]
+            p_a = p_a_from_logits(label_a, label_b)
+            mass = label_mass_from_logits(label_a + label_b, _log_normaliser(logits, llm.n_vocab()))
         usage = Usage(prompt_tokens=len(tokens), cached_tokens=reused)
-        return LabelScore(p_a=p_a, error=None, usage=usage, method="logits")
+        return LabelScore(p_a=p_a, error=None, usage=usage, method="logits", label_mass=mass)
 
     def _generate_sync(
         self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
@@ -422,3 +425,12 @@ def _tojson(
 ) -> str:
     # Transformers' chat-template ``tojson`` (non-ASCII kept as is), which templates are written against.
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _log_normaliser(logits: Any, n_vocab: int) -> float:
+    """logsumexp over the whole vocabulary's logits (a C float array), for the label mass."""
+    import numpy as np
+
+    values = np.ctypeslib.as_array(logits, shape=(n_vocab,)).astype(np.float64)
+    top = float(values.max())
+    return top + math.log(float(np.exp(values - top).sum()))

@@ -30,7 +30,7 @@ import aiohttp
 from asyncpipe.config import ModelFacts
 from asyncpipe.errors import FatalAPIError, RequestRejected, RetryableAPIError, UserError
 from asyncpipe.llm.base import Generation, LabelScore, Message, SlotPrompt, Usage
-from asyncpipe.llm.labels import AB, LabelSet, p_first_from_top_logprobs
+from asyncpipe.llm.labels import AB, LabelSet, read_top_logprobs
 
 if TYPE_CHECKING:
     from asyncpipe.llm.batch.api import BatchAPI
@@ -144,8 +144,14 @@ def label_score(body: dict[str, Any], labels: LabelSet = AB) -> LabelScore:
     chosen = first.get("token")
     if chosen is not None and all(token != chosen for token, _ in pairs):
         pairs.append((chosen, first.get("logprob")))
-    p_a, error = p_first_from_top_logprobs(pairs, labels)
-    return LabelScore(p_a=p_a, error=error, usage=_usage(body), method="logprobs")
+    reading = read_top_logprobs(pairs, labels)
+    return LabelScore(
+        p_a=reading.p_a,
+        error=reading.error,
+        usage=_usage(body),
+        method="logprobs",
+        label_mass=reading.label_mass,
+    )
 
 
 class OpenAIHTTPProvider:

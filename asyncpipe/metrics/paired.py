@@ -43,9 +43,9 @@ def pair_counts(preds: pl.DataFrame, *, p_column: str = "p_a") -> PairCounts:
     missing = [c for c in ("label", "row", p_column) if c not in preds.columns]
     if missing:
         raise ValueError(f"pair_counts needs column(s) {missing}; the frame has {preds.columns}")
-    scored = preds.select(
-        "label", "row", p=pl.col(p_column).cast(pl.Float64).fill_nan(None)
-    ).filter(pl.col("p").is_not_null())
+    scored = preds.select("label", "row", p=pl.col(p_column).cast(pl.Float64).fill_nan(None)).filter(
+        pl.col("p").is_not_null()
+    )
     a = scored.filter(pl.col("label") == "A").select("row", p_a_row=pl.col("p"))
     b = scored.filter(pl.col("label") == "B").select("row", p_b_row=pl.col("p"))
     joined = a.join(b, on="row", how="inner")

@@ -18,6 +18,7 @@ import polars as pl
 
 from asyncpipe.metrics.paired import PAIR_FLOAT_KEYS, PAIR_INT_KEYS, pair_counts, pair_summary
 from asyncpipe.metrics.significance import binomial_p_greater, rank_auc_p_greater, wilson_interval
+
 # Probabilities are clipped here before any log, so a confident wrong answer costs ~34.5 nats, not inf.
 EPS = 1e-15
 

@@ -98,7 +98,9 @@ def exact_mcnemar_p(only_first: int, only_second: int) -> float:
     return float(stats.binomtest(only_first, n, 0.5).pvalue)
 
 
-def rank_auc_p_greater(scores_positive: Sequence[float], scores_negative: Sequence[float]) -> tuple[float, float]:
+def rank_auc_p_greater(
+    scores_positive: Sequence[float], scores_negative: Sequence[float]
+) -> tuple[float, float]:
     """AUC of a ranking and the one-sided Mann–Whitney p-value that it ranks positives above negatives.
 
     AUC = U / (n1·n2), where U is the Mann–Whitney statistic of the positives (a tie counts one half).

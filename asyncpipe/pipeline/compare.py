@@ -352,7 +352,9 @@ class Run:
             p = scores.values()
             train_p, val_p = p[: len(train_rows)], p[len(train_rows) :]
             validation = (
-                summarize(artifacts.preds_frame([r[0] for r in val_rows], val_p)) if val_rows else None
+                summarize(artifacts.preds_frame([r[0] for r in val_rows], [r[1] for r in val_rows], val_p))
+                if val_rows
+                else None
             )
         else:
             # the race: the batch and the race rows first; the other validation rows only if it could win
@@ -379,10 +381,16 @@ class Run:
                 more = (await self.classify(description, others, f"{phase} the other held-out rows")).values()
                 for k, value in zip(rest, more, strict=True):
                     val_p[k] = value
-                validation = summarize(artifacts.preds_frame([r[0] for r in val_rows], val_p))
+                validation = summarize(
+                    artifacts.preds_frame([r[0] for r in val_rows], [r[1] for r in val_rows], val_p)
+                )
             else:
-                validation = summarize(artifacts.preds_frame(labels, [val_p[k] for k in first]))
-        train = summarize(artifacts.preds_frame([r[0] for r in train_rows], train_p))
+                validation = summarize(
+                    artifacts.preds_frame(labels, [val_rows[k][1] for k in first], [val_p[k] for k in first])
+                )
+        train = summarize(
+            artifacts.preds_frame([r[0] for r in train_rows], [r[1] for r in train_rows], train_p)
+        )
         wrong = self.wrong_rows(train_rows, train_p)
         message = f"step {number}/{total}: accuracy {percent(train['accuracy'])} on its batch"
         if race is not None and not race.verdict.go_on:
@@ -493,6 +501,7 @@ class Run:
                 workers=self.classifier.limiter.maximum,
                 swapped_messages=swapped,
                 on_done=self.reporter.advance,
+                min_label_mass=self.cfg.min_label_mass,
             )
         finally:
             self.reporter.end_phase()
@@ -500,11 +509,15 @@ class Run:
     def selection_loss(self, result: StepResult) -> float | None:
         """What steps are chosen by (and patience counts): the validation log loss over every
         validation row, or without validation rows the log loss on the step's own batch. A step that
-        lost its race has none: it was not scored on every validation row."""
+        lost its race has none: it was not scored on every validation row. An unscored row counts as a
+        coin flip (ln 2), so a description that makes the model abstain on hard rows gains nothing."""
         if self.validation and result.validation_partial:
             return None
         summary = result.validation if self.validation else result.train
-        return summary.get("log_loss") if summary else None
+        if not summary:
+            return None
+        loss = summary.get("selection_log_loss")
+        return summary.get("log_loss") if loss is None else loss  # older steps.jsonl: no selection loss
 
     async def batch_pass(self, description: str, rows: list[tuple[str, int]]) -> None:
         """``--batch-api``: the final pass's requests as batch jobs first; their answers fill the cache."""
@@ -532,8 +545,9 @@ class Run:
             self.reporter.end_phase()
 
     def select(self) -> tuple[StepResult, str]:
-        """Best validation log loss (ties go to the later step); without validation rows, best
-        log loss on the step's own batch. Steps that lost their race are not candidates."""
+        """Best validation selection loss (ties go to the later step); without validation rows, best
+        on the step's own batch. Steps that lost their race are not candidates. See
+        :meth:`selection_loss`: an unscored row counts as a coin flip (ln 2)."""
         split = "validation" if self.validation else "train"
         best, best_loss = None, None
         for result in self.steps:
@@ -549,7 +563,10 @@ class Run:
             if split == "validation"
             else "its own batch (no validation rows were set aside)"
         )
-        return best, f"lowest log loss on {where}: {best_loss:.4f} (ties go to the later step)"
+        return best, (
+            f"lowest log loss on {where}, an unscored row counted as a coin flip (ln 2): {best_loss:.4f} "
+            "(ties go to the later step)"
+        )
 
     # -- the end ----------------------------------------------------------------------------------
     async def finish(self, selected: StepResult, reason: str) -> Outcome:

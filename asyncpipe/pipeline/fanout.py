@@ -28,10 +28,12 @@ FAILURE_STREAK = 25
 
 @dataclass
 class Scores:
-    """p(A) per row (NaN = unscored) and the reason for each unscored row."""
+    """p(A) per row (NaN = unscored), the label mass per row (NaN = unknown) and the reason for each
+    unscored row."""
 
     p_a: array
     errors: dict[int, str] = field(default_factory=dict)
+    label_mass: array | None = None
 
     def value(self, i: int) -> float | None:
         v = self.p_a[i]
@@ -40,12 +42,33 @@ class Scores:
     def values(self) -> list[float | None]:
         return [None if math.isnan(v) else v for v in self.p_a]
 
+    def masses(self) -> list[float | None]:
+        if self.label_mass is None:
+            return [None] * len(self.p_a)
+        return [None if math.isnan(v) else v for v in self.label_mass]
+
 
 def _combine(p: float | None, p_swapped: float | None) -> float | None:
-    """Average a row's p(A) with 1 - p(A) from the prompt whose roles were swapped."""
+    """Average a row's p(A) with 1 - p(A) from the prompt whose roles were swapped. When either prompt
+    left the row unscored, so is the row: the one answer left still carries the lean the swap cancels."""
     if p is None or p_swapped is None:
-        return p if p_swapped is None else 1.0 - p_swapped
+        return None
     return (p + (1.0 - p_swapped)) / 2.0
+
+
+def _weaker(mass: float | None, other: float | None) -> float | None:
+    """The smaller of two label masses (None when either is unknown)."""
+    return None if mass is None or other is None else min(mass, other)
+
+
+def too_little_mass(mass: float | None, threshold: float) -> str | None:
+    """The reason a row is unscored for its label mass, or None when it holds enough (or is unknown)."""
+    if mass is None or mass >= threshold:
+        return None
+    return (
+        f"label mass {mass:.3f} below min_label_mass {threshold:g}: the model put most of its answer "
+        "on tokens other than 'A' and 'B'"
+    )
 
 
 async def classify_rows(
@@ -57,10 +80,13 @@ async def classify_rows(
     swapped_messages: list[Message] | None = None,
     on_done: Callable[[int], None] | None = None,
     labels: LabelSet = AB,
+    min_label_mass: float = 0.0,
 ) -> Scores:
-    """p(first label) per row (p(A), or p(yes) with ``labels=YES_NO``), each row alone in ``messages``."""
+    """p(first label) per row (p(A), or p(yes) with ``labels=YES_NO``), each row alone in ``messages``;
+    a row whose labels hold less than ``min_label_mass`` of the answer is unscored with that reason
+    (its label mass is still recorded)."""
     n = len(texts)
-    scores = Scores(array("d", [math.nan]) * n)
+    scores = Scores(array("d", [math.nan]) * n, label_mass=array("d", [math.nan]) * n)
     indices = iter(range(n))
     streak = 0
     # the same requests and cache keys as score_labels(with_row(messages, text)), the shared part encoded once
@@ -71,15 +97,29 @@ async def classify_rows(
         nonlocal streak
         row = fence_safe(texts[i])
         result = await scorer.score(row)
-        p, error = result.p_a, result.error
+        p, error, mass = result.p_a, result.error, result.label_mass
+        if p is not None and (reason := too_little_mass(mass, min_label_mass)):
+            p, error = None, reason
         if swapped is not None:
             other = await swapped.score(row)
-            p = _combine(p, other.p_a)
-            error = None if p is not None else f"{error}; swapped prompt: {other.error}"
+            other_p, other_error = other.p_a, other.error
+            if other_p is not None and (reason := too_little_mass(other.label_mass, min_label_mass)):
+                other_p, other_error = None, reason
+            mass = _weaker(mass, other.label_mass)
+            combined = _combine(p, other_p)
+            if combined is None:
+                error = "; ".join(
+                    f"{which} prompt: {why}"
+                    for which, why, value in (("first", error, p), ("swapped", other_error, other_p))
+                    if value is None
+                )
+            p = combined
+        if mass is not None:
+            scores.label_mass[i] = mass
         if p is None:
             scores.errors[i] = error or "unscored"
             client.stats.unscored += 1
-            streak = streak + 1 if error and error.startswith("gave up") else 0
+            streak = streak + 1 if error and "gave up after" in error else 0
             if streak >= FAILURE_STREAK:
                 raise FatalAPIError(f"{streak} rows in a row failed after all retries; last error: {error}")
         else:

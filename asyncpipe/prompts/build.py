@@ -16,7 +16,9 @@ from asyncpipe.llm.base import Message
 
 ROW_PLACEHOLDER = "{row}"
 _FIELD = re.compile(r"\{([a-z_]+)\}")
-_FENCE_CLOSE = re.compile(r"</(example|dataset_[AB]|description|question)\s*>", re.IGNORECASE)
+# Whitespace anywhere inside the tag too: a reader (and a model) takes "</ example>" or "< /EXAMPLE >"
+# for the closing tag.
+_FENCE_CLOSE = re.compile(r"<\s*/\s*(example|dataset_[AB]|description|question)\s*>", re.IGNORECASE)
 
 
 def fill(template: str, **values: str) -> str:
@@ -26,8 +28,9 @@ def fill(template: str, **values: str) -> str:
 
 
 def fence_safe(text: str) -> str:
-    """Neutralise closing tags that would end a fence early (``</example>`` → ``<\\/example>``)."""
-    return _FENCE_CLOSE.sub(lambda m: "<\\/" + m.group(0)[2:], text)
+    """Neutralise closing tags that would end a fence early (``</example>`` → ``<\\/example>``,
+    ``</ EXAMPLE >`` → ``<\\/ EXAMPLE >``): a backslash before the slash, the rest kept as it was."""
+    return _FENCE_CLOSE.sub(lambda m: "<\\/" + m.group(0).split("/", 1)[1], text)
 
 
 @dataclass(frozen=True)
