@@ -12,7 +12,7 @@ from asyncpipe.llm.labels import (
     p_a_from_top_logprobs,
     read_top_logprobs,
 )
-from asyncpipe.pipeline.classify import too_little_mass
+from asyncpipe.pipeline.fanout import too_little_mass
 
 
 def test_both_spellings_of_a_label_are_summed():
