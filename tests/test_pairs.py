@@ -13,6 +13,7 @@ import pytest
 
 from asyncpipe.errors import UserError
 from asyncpipe.llm.cache import ResponseCache
+from asyncpipe.pipeline.pairs import flat_row
 from asyncpipe.pipeline.pairs_plan import plan_pairs
 from tests.conftest import REPO, fruit_rows, run_cli, start_cli, write_jsonl
 from tests.fake_openai import FakeOpenAI, ServerThread
@@ -100,9 +101,30 @@ def test_every_pair_gets_its_own_folder_and_the_summary_links_them(server, fake,
     # the 95% Wilson interval of 4 out of 4: [n / (n + z²), 1]
     assert apple_banana["held_out"]["raw"]["accuracy_low"] == pytest.approx(4 / (4 + 1.959964**2), rel=1e-6)
     assert apple_banana["held_out"]["raw"]["accuracy_high"] == 1.0
-    # 4 of 4 right: the exact two-sided binomial p is 2 × 0.5⁴ (few held-out rows, honestly weak evidence)
-    assert apple_banana["held_out"]["raw"]["p_value"] == pytest.approx(0.125)
+    # 4 of 4 right: the exact one-sided binomial p is 0.5⁴ (few held-out rows, honestly weak evidence)
+    assert apple_banana["held_out"]["raw"]["p_value"] == pytest.approx(0.0625)
+    assert apple_banana["held_out"]["raw"]["p_value_test"] == "binomial"
+    # the headline: 2 test pairs, both ordered right; the sign test can say no more than p = 0.5² then
+    assert apple_banana["held_out"]["raw"]["n_pairs"] == 2
+    assert apple_banana["held_out"]["raw"]["pair_accuracy"] == 1.0
+    assert apple_banana["held_out"]["raw"]["pair_p_value"] == pytest.approx(0.25)
     assert found["apple__vs__cherry"]["held_out"]["raw"]["accuracy"] == 0.5
+    # apple (0.9) above cherry (0.5) in both pairs; banana (0.15) below cherry in both
+    assert found["apple__vs__cherry"]["held_out"]["raw"]["pair_accuracy"] == 1.0
+    assert found["banana__vs__cherry"]["held_out"]["raw"]["pair_accuracy"] == 0.0
+    assert found["banana__vs__cherry"]["held_out"]["raw"]["pair_p_value"] == 1.0
+    # Holm over the three sign tests by hand: 0.25·3 = 0.75, max(0.25·2, 0.75) = 0.75, 1.0
+    assert data["multiple_testing"] == {
+        "method": "holm",
+        "p_value": "pair_p_value",
+        "tests": 3,
+        "alpha": 0.05,
+        "significant": 0,
+    }
+    assert apple_banana["pair_p_value_holm"] == pytest.approx(0.75)
+    assert found["apple__vs__cherry"]["pair_p_value_holm"] == pytest.approx(0.75)
+    assert found["banana__vs__cherry"]["pair_p_value_holm"] == 1.0
+    assert not any(p["significant"] for p in found.values())
     assert "apples" in apple_banana["description"]
 
     table = pl.read_parquet(out / "pairs.parquet")
@@ -110,12 +132,18 @@ def test_every_pair_gets_its_own_folder_and_the_summary_links_them(server, fake,
     row = table.filter(pl.col("dir") == "apple__vs__banana").row(0, named=True)
     assert row["accuracy_raw"] == 1.0 and row["a_name"] == "apple" and row["b_name"] == "banana"
     assert row["auc_raw"] == 1.0 and row["accuracy_corrected"] is not None
+    assert (row["held_out_split"], row["n_pairs"], row["pair_accuracy"]) == ("test", 2, 1.0)
+    assert row["pair_p_value"] == pytest.approx(0.25) and row["pair_p_value_holm"] == pytest.approx(0.75)
+    assert row["significant"] is False and row["coverage"] == 1.0
 
     page = (out / "index.html").read_text()
     assert page.count('<table class="matrix">') == 1
     for name in expected:
         assert f'href="{name}/index.html"' in page
     assert "100%" in page and "http" not in page.replace("http-equiv", "")  # offline: no outside source
+    assert "test split · 2 pairs" in page  # every cell names its split
+    assert "Holm-adjusted over the 3 one-sided pair sign test(s)" in page
+    assert "significance by the <b>adjusted</b> p" in page
 
 
 def test_against_compares_each_file_as_A_with_the_base_as_B(server, fake, tmp_path):
@@ -379,3 +407,46 @@ def test_two_compare_runs_share_one_cache_file(server, fake, tmp_path):
         _, stderr = process.communicate(timeout=120)
         assert process.returncode == 0, stderr
     assert len(fake.requests) == sent
+
+
+def _pair_entry(a: str, b: str, split: str, p: float | None) -> dict:
+    raw = {"split": split, "n_pairs": 20, "pair_accuracy": 0.8, "pair_ci_low": 0.6, "pair_ci_high": 0.9}
+    raw |= {"pair_p_value": p, "n": 40, "accuracy": 0.5, "coverage": 1.0}
+    return {
+        "question": None,
+        "dir": f"{a}__vs__{b}",
+        "a": {"name": a, "path": f"{a}.jsonl"},
+        "b": {"name": b, "path": f"{b}.jsonl"},
+        "status": "complete" if p is not None else "failed",
+        "reason": None if p is not None else "boom",
+        "skipped": False,
+        "selected_step": 1,
+        "description": "d",
+        "report": None,
+        "stats": None,
+        "seconds": 1.0,
+        "held_out": {"raw": raw} if p is not None else None,
+    }
+
+
+def test_the_page_names_each_split_and_marks_significance_by_the_holm_adjusted_p_only():
+    from asyncpipe.pipeline.pairs import with_holm
+    from asyncpipe.report.pairs_page import pairs_page
+
+    entries = [
+        _pair_entry("a", "b", "test", 0.01),
+        _pair_entry("a", "c", "validation", 0.03),
+        _pair_entry("b", "c", "test", 0.04),
+        _pair_entry("a", "d", "test", None),  # failed: no test, not counted
+    ]
+    # every raw p is below 0.05; Holm over the 3 tests: 0.01·3, max(0.03·2, 0.03), max(0.04, 0.06)
+    pairs, correction = with_holm(entries)
+    assert [p["pair_p_value_holm"] for p in pairs] == pytest.approx([0.03, 0.06, 0.06, None])
+    assert [p["significant"] for p in pairs] == [True, False, False, None]
+    assert correction["tests"] == 3 and correction["significant"] == 1
+    page = pairs_page({"status": "complete", "pairs": pairs, "multiple_testing": correction})
+    assert "validation split · 20 pairs" in page and "test split · 20 pairs" in page
+    assert page.count('class="sig"') == 2  # one significant pair, shown in both triangles
+    assert "Holm-adjusted over the 3 one-sided pair sign test(s)" in page and "1 of 3" in page
+    table = flat_row(pairs[1])
+    assert (table["held_out_split"], table["significant"]) == ("validation", False)

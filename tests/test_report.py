@@ -259,11 +259,14 @@ def test_full_directory_renders(tmp_path: Path) -> None:
     final = json.loads((out / "run.json").read_text())["final"]["corrected"]["all"]
     for key in ("tp", "fn", "fp", "tn"):
         assert f"{key} = {final[key]}" in page
-    assert "Held-out (validation) accuracy" in page
-    # the headline the README says to publish: the test cards, with their n (4 of 40 rows per file)
-    start = page.index("<h3>Held-out test accuracy")
+    assert "<h3>Validation split <small>" in page
+    assert "there is no test split" not in page  # there is one here
+    # the headline the README says to publish: the test split's pair accuracy, then its accuracy cards
+    # with their n (4 of 40 rows per file)
+    start = page.index("<h3>Test split")
     cards = page[start : page.index("<h3>", start + 1)]
-    assert cards.count('<div class="card-title">test, ') == 2 and cards.count("n = 8") == 2
+    assert cards.count('<div class="card-title">test split: accuracy, ') == 2 and cards.count("n = 8") == 2
+    assert cards.index("test split: pair accuracy") < cards.index("test split: accuracy, ")
     assert "bias-corrected" in page
     assert "final classification not done" not in page
     for name in ("index.html", "accuracy.html", "confidence.html"):
@@ -373,8 +376,10 @@ def test_step_metrics_fall_back_to_steps_jsonl(tmp_path: Path) -> None:
 def test_empty_validation_is_said_honestly(tmp_path: Path) -> None:
     out = write_run(tmp_path / "run", empty_validation=True)
     page = render_report(out).read_text(encoding="utf-8")
-    assert "The validation split is empty, so there is no held-out accuracy" in page
-    assert "Held-out (validation) accuracy" not in page
+    assert "<h3>Validation split" not in page
+    # the test cards are not hidden for want of validation rows, and the page says what chose the step
+    assert "test split: pair accuracy" in page and "test split: accuracy, raw" in page
+    assert "the step was chosen, and the bias offset fitted, on the describer's own batches" in page
 
 
 def test_hostile_text_is_escaped(tmp_path: Path) -> None:
@@ -507,7 +512,7 @@ def test_final_from_run_json_when_metrics_has_no_final_rows(tmp_path: Path) -> N
     (out / "run.json").write_text(json.dumps(run), encoding="utf-8")
     metrics.filter(pl.col("phase") == "step").write_parquet(out / "metrics.parquet")
     page = render_report(out).read_text(encoding="utf-8")
-    assert "validation, bias-corrected" in page and "validation, raw" in page
+    assert "validation split: accuracy, bias-corrected" in page and "validation split: accuracy, raw" in page
     assert f"tp = {nested['corrected']['all']['tp']}," in page
 
 

@@ -45,7 +45,7 @@ from asyncpipe.pipeline.batch_pass import (
     progress_display,
 )
 from asyncpipe.pipeline.fanout import Scores, classify_rows
-from asyncpipe.pipeline.inputs import load_sides_for, plan_for
+from asyncpipe.pipeline.inputs import load_sides_for, plan_for, test_split_warning
 from asyncpipe.pipeline.outputs import (
     prepare_output_dir,
     run_fingerprint,
@@ -143,6 +143,8 @@ class Outcome:
     loop: dict | None = None
     #: the properties stage (None when the run did not get that far)
     properties: PropertyResult | None = None
+    #: said before any request was sent (a test split too small to be significant), repeated at the end
+    warnings: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -152,6 +154,7 @@ def package_versions() -> dict[str, str]:
     out = {"asyncpipe": __version__}
     for name in (
         "polars",
+        "scipy",
         "aiohttp",
         "anyio",
         "tenacity",
@@ -197,6 +200,9 @@ class Run:
         self.plan: Plan = plan_for(cfg, self.n_pairs)
         self.validation = self.plan.validation
         self.race_pairs = race_pairs(self.validation)
+        self.warnings: list[str] = []
+        if warning := test_split_warning(cfg, self.plan):
+            self.warnings.append(warning)
         # checks the models (a missing GGUF, a model without logprobs) before anything is written
         self.pool.provider(cfg.classify_model, "classify")
         self.pool.provider(cfg.describe_model, "describe")
@@ -207,6 +213,8 @@ class Run:
         )
         self.earlier = self.earlier_spending() if self.continuing else {}
         self._make_clients()
+        for warning in self.warnings:  # before any request is sent
+            self.reporter.log(f"warning: {warning}")
         if n_a != n_b:
             self.reporter.log(
                 f"note: A has {n_a} rows and B has {n_b}; pairing the first {self.n_pairs}. "
@@ -657,6 +665,7 @@ class Run:
             roles,
             self.loop_record(),
             found,
+            tuple(self.warnings),
         )
 
     async def find_properties(self, selected: StepResult, split_of) -> PropertyResult:
@@ -755,11 +764,13 @@ class Run:
             "plan": {
                 "pairs": self.n_pairs,
                 "validation_pairs": len(self.validation),
+                "test_pairs": len(self.plan.test),
                 "steps": len(self.plan.steps),
                 "steps_done": len(self.steps),
                 "rows_cut": self.side_a.n_cut + self.side_b.n_cut,
             },
             "loop": self.loop_record(),
+            "warnings": list(self.warnings),
             "stats": self.stats_record(),
             "limiter": self.classifier.limiter.state().to_dict(),
             "packages": package_versions(),

@@ -9,8 +9,9 @@ import polars as pl
 
 from asyncpipe.config import RunConfig
 from asyncpipe.data.load import choose_text_column, read_table
-from asyncpipe.data.pairing import Plan, make_plan
+from asyncpipe.data.pairing import Plan, make_plan, smallest_test_fraction
 from asyncpipe.data.render import RowLayout, make_layout, render_rows
+from asyncpipe.metrics import pairs_needed, smallest_sign_test_p
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,25 @@ def load_side(label: str, name: str, path: Path, layout: RowLayout) -> Side:
 def _side(label: str, name: str, path: Path, frame: pl.DataFrame, layout: RowLayout) -> Side:
     texts, n_cut = render_rows(frame, layout, str(path))
     return Side(label, name, path, texts, n_cut)
+
+
+def test_split_warning(cfg: RunConfig, plan: Plan, alpha: float = 0.05) -> str | None:
+    """A warning when the test split is too small for even a perfect classifier to reach p < ``alpha``
+    in the one-sided pair sign test (every pair won gives p = 0.5 ** n), with the ``--test-fraction``
+    that would suffice; None when the split is large enough or there is none."""
+    n_test = len(plan.test)
+    needed = pairs_needed(alpha)
+    if n_test == 0 or n_test >= needed:
+        return None
+    fraction = smallest_test_fraction(plan.n_pairs, len(plan.validation), cfg.test_max, needed)
+    if fraction is not None:
+        advice = f"--test-fraction {fraction:g} would give {needed}"
+    elif cfg.test_max < needed:
+        advice = f"raise test_max (now {cfg.test_max}) to at least {needed}"
+    else:
+        advice = f"{plan.n_pairs} pairs are too few for that with this validation split"
+    return (
+        f"the test split holds {n_test} pair(s): even a perfect classifier cannot reach p < {alpha:g} "
+        f"in the one-sided pair sign test there (at best p = {smallest_sign_test_p(n_test):.3g}; "
+        f"{needed} pairs are needed); {advice}"
+    )

@@ -11,8 +11,9 @@ one resumes from the cache. A pair that fails (bad file, fatal API error) is rec
 and the others go on. The summary is rewritten each time a pair ends, so it survives Ctrl-C.
 
 ``pairs.json`` (read by :func:`asyncpipe.report.pairs_page.render_pairs_summary`): ``status`` (running,
-complete, failed, interrupted), ``against``, ``by_question``, ``models``, ``warnings`` and ``pairs``, a
-list of :meth:`PairResult.to_dict`. ``pairs.parquet`` holds the same, one flat row per pair (see
+complete, failed, interrupted), ``against``, ``by_question``, ``models``, ``warnings``,
+``multiple_testing`` (which correction, over how many tests: see :func:`with_holm`) and ``pairs``, a
+list of :meth:`PairResult.to_dict` each with ``pair_p_value_holm`` and ``significant``. ``pairs.parquet`` holds the same, one flat row per pair (see
 :func:`flat_row`).
 """
 
@@ -34,6 +35,7 @@ from asyncpipe import __version__
 from asyncpipe.config import RunConfig
 from asyncpipe.errors import BatchFilesWritten, FatalAPIError, UserError
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.metrics import holm_adjust
 from asyncpipe.pipeline.compare import compare, make_pool
 from asyncpipe.pipeline.outputs import run_fingerprint, write_json_atomic, write_parquet_atomic
 from asyncpipe.pipeline.pairs_plan import PairJob, PairsPlan
@@ -41,15 +43,24 @@ from asyncpipe.pipeline.progress import Reporter, percent
 from asyncpipe.report.pairs_page import render_pairs_summary
 
 HELD_OUT_KEYS = (
+    "n_pairs",
+    "pair_accuracy",
+    "pair_ci_low",
+    "pair_ci_high",
+    "pair_p_value",
     "n",
     "n_scored",
+    "coverage",
     "accuracy",
     "accuracy_low",
     "accuracy_high",
     "p_value",
+    "p_value_test",
     "auc",
     "balanced_accuracy",
 )
+#: the family-wise error rate the pairs page marks significance at, after Holm's correction
+ALPHA = 0.05
 
 
 # -- results ----------------------------------------------------------------------------------------
@@ -61,7 +72,7 @@ class PairResult:
     skipped: bool = False  # finished by an earlier run; metrics read back from its run.json
     selected_step: int | None = None
     description: str | None = None
-    held_out: dict | None = None  # {"raw": {...}, "corrected": {...}} on the validation rows
+    held_out: dict | None = None  # {"raw": {...}, "corrected": {...}} on the test (else validation) rows
     stats: dict | None = None
     seconds: float | None = None
 
@@ -97,11 +108,41 @@ def held_out(final: dict | None) -> dict | None:
     }
 
 
+def with_holm(pairs: list[dict], alpha: float = ALPHA) -> tuple[list[dict], dict]:
+    """Each pair entry with ``pair_p_value_holm`` (Holm-adjusted over every pair of the run that has a
+    held-out sign test) and ``significant`` (adjusted p < ``alpha``; None without a test), and a record
+    of the correction for ``pairs.json``. Many pairs are many tests: with 45 pairs and no real difference
+    anywhere, some raw p < 0.05 turns up about nine times in ten; the adjusted p does not."""
+    tested = [
+        i
+        for i, p in enumerate(pairs)
+        if isinstance(((p.get("held_out") or {}).get("raw") or {}).get("pair_p_value"), int | float)
+    ]
+    adjusted = holm_adjust([pairs[i]["held_out"]["raw"]["pair_p_value"] for i in tested])
+    by_index = dict(zip(tested, adjusted, strict=True))
+    out = []
+    for i, pair in enumerate(pairs):
+        value = by_index.get(i)
+        out.append(
+            {**pair, "pair_p_value_holm": value, "significant": None if value is None else value < alpha}
+        )
+    correction = {
+        "method": "holm",
+        "p_value": "pair_p_value",
+        "tests": len(tested),
+        "alpha": alpha,
+        "significant": sum(1 for v in adjusted if v < alpha),
+    }
+    return out, correction
+
+
 def flat_row(result: dict) -> dict:
     """One ``pairs.parquet`` row: question, dir, a_name, a_path, b_name, b_path, status, reason, skipped,
     selected_step, description, report (relative link or null), held_out_split ("test", or "validation"
-    when no test rows were kept), n_held_out, and per correction
-    (``raw``/``corrected``) accuracy, accuracy_low, accuracy_high, p_value, auc."""
+    when no test rows were kept), n_pairs, pair_accuracy, pair_ci_low, pair_ci_high, pair_p_value (the
+    one-sided sign test), pair_p_value_holm (Holm-adjusted over every tested pair of the run),
+    significant (by the adjusted p only), n_held_out, coverage, and per correction (``raw``/``corrected``)
+    accuracy, accuracy_low, accuracy_high, p_value (one-sided), auc."""
     row = {
         "question": result["question"],
         "dir": result["dir"],
@@ -118,7 +159,13 @@ def flat_row(result: dict) -> dict:
     }
     metrics = result["held_out"] or {}
     row["held_out_split"] = (metrics.get("raw") or {}).get("split")
-    row["n_held_out"] = (metrics.get("raw") or {}).get("n")
+    raw = metrics.get("raw") or {}
+    for key in ("n_pairs", "pair_accuracy", "pair_ci_low", "pair_ci_high", "pair_p_value"):
+        row[key] = raw.get(key)
+    row["pair_p_value_holm"] = result.get("pair_p_value_holm")
+    row["significant"] = result.get("significant")
+    row["n_held_out"] = raw.get("n")
+    row["coverage"] = raw.get("coverage")
     for correction in ("raw", "corrected"):
         values = metrics.get(correction) or {}
         for key in ("accuracy", "accuracy_low", "accuracy_high", "p_value", "auc"):
@@ -140,7 +187,15 @@ PARQUET_SCHEMA = {
     "description": pl.Utf8,
     "report": pl.Utf8,
     "held_out_split": pl.Utf8,
+    "n_pairs": pl.Int64,
+    "pair_accuracy": pl.Float64,
+    "pair_ci_low": pl.Float64,
+    "pair_ci_high": pl.Float64,
+    "pair_p_value": pl.Float64,
+    "pair_p_value_holm": pl.Float64,
+    "significant": pl.Boolean,
     "n_held_out": pl.Int64,
+    "coverage": pl.Float64,
     **{
         f"{k}_{c}": pl.Float64
         for c in ("raw", "corrected")
@@ -221,6 +276,7 @@ class _Summary:
             report = self.out / result.job.subdir / "index.html"
             entry["report"] = f"{result.job.subdir}/index.html" if report.is_file() else None
             pairs.append(entry)
+        pairs, correction = with_holm(pairs)
         write_json_atomic(
             self.out / "pairs.json",
             {
@@ -233,6 +289,7 @@ class _Summary:
                 "models": {"describe": self.cfg.describe_model, "classify": self.cfg.classify_model},
                 "cache": str(self.cfg.cache_path),
                 "warnings": list(self.plan.warnings),
+                "multiple_testing": correction,
                 "pairs": pairs,
             },
         )
@@ -376,7 +433,9 @@ def _one_line(result: PairResult) -> str:
         "no held-out rows"
         if not raw
         else (
-            f"held-out accuracy {percent(raw.get('accuracy'))} [{percent(raw.get('accuracy_low'))}, {percent(raw.get('accuracy_high'))}]"
+            f"{raw.get('split')} split: pair accuracy {percent(raw.get('pair_accuracy'))} "
+            f"[{percent(raw.get('pair_ci_low'))}, {percent(raw.get('pair_ci_high'))}] over {raw.get('n_pairs')} pairs, "
+            f"accuracy {percent(raw.get('accuracy'))} [{percent(raw.get('accuracy_low'))}, {percent(raw.get('accuracy_high'))}]"
         )
     )
     return f"{result.status}, {accuracy} ({result.seconds or 0:.1f} s, {stats.get('requests', 0)} sent, {stats.get('cache_hits', 0)} cached)"

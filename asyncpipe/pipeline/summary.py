@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
 
 from asyncpipe.pipeline.compare import Outcome
 from asyncpipe.pipeline.progress import percent
@@ -16,21 +15,47 @@ def _p(value: float | None) -> str:
     return "< 1e-300" if value < 1e-300 else f"{value:.2g}"  # below that a double underflows to 0
 
 
+_TEST_NAME = {"binomial": "binomial", "mann-whitney": "Mann–Whitney"}
+
+
+def _with_ci(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{percent(value)} ({percent(low)}–{percent(high)})"
+
+
+def split_line(split: str, s: dict, corrected: dict) -> str:
+    """One split in one line: pair accuracy first (the figure to publish), then accuracy with its
+    coverage. Lines rather than a table: a table this wide is cut with an ellipsis in an 80-column log."""
+    test = _TEST_NAME.get(s.get("p_value_test") or "")
+    p = f"{_p(s.get('p_value'))} ({test})" if test else _p(s.get("p_value"))
+    auc = "n/a" if s.get("auc") is None else f"{s['auc']:.3f}"
+    return (
+        f"{split} ({s['n']} rows, {s.get('n_pairs', 0)} pairs): "
+        f"pair accuracy {_with_ci(s.get('pair_accuracy'), s.get('pair_ci_low'), s.get('pair_ci_high'))}, "
+        f"sign-test p {_p(s.get('pair_p_value'))} · "
+        f"accuracy {_with_ci(s.get('accuracy'), s.get('accuracy_low'), s.get('accuracy_high'))}, "
+        f"coverage {percent(s.get('coverage'))}, balanced {percent(s.get('balanced_accuracy'))}, "
+        f"p vs chance {p}, AUC {auc} · bias-corrected accuracy {percent(corrected.get('accuracy'))}"
+    )
+
+
 def print_summary(outcome: Outcome, console: Console) -> None:
     final = outcome.final or {}
-    table = Table(title="asyncpipe: how well the description separates A from B", title_justify="left")
-    for column in ("split", "rows", "accuracy (95% CI)", "p vs chance", "corrected acc.", "unscored"):
-        table.add_column(column)
+    console.print("[bold]asyncpipe: how well the description separates A from B[/bold]", highlight=False)
     raw, corrected = final.get("raw", {}), final.get("corrected", {})
     for split in ("test", "validation", "train", "rest", "all"):
-        s = raw.get(split)
-        if not s:
-            continue
-        c = corrected.get(split, {})
-        ci = f"{percent(s['accuracy'])} ({percent(s['accuracy_low'])}–{percent(s['accuracy_high'])})"
-        p = _p(s["p_value"])
-        table.add_row(split, str(s["n"]), ci, p, percent(c.get("accuracy")), str(s["n_unscored"]))
-    console.print(table)
+        if s := raw.get(split):
+            console.print(split_line(split, s, corrected.get(split, {})), markup=False, highlight=False)
+    console.print(
+        "Pair accuracy: share of pairs (A row i, B row i) where the A row gets the higher p(A), ties ½; "
+        "its sign test is one-sided, ties left out. p vs chance is one-sided (binomial where A and B rows "
+        "are equally many, else Mann–Whitney on the ranking). Coverage: share of rows scored.",
+        markup=False,
+        highlight=False,
+    )
+    for warning in outcome.warnings:
+        console.print(f"warning: {warning}", markup=False, highlight=False)
     if outcome.selected is not None:
         text = outcome.selected.description
         console.print(f"[bold]Selected description (step {outcome.selected.step}):[/bold]", highlight=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from asyncpipe.errors import UserError
-from asyncpipe.report.format import clipped, esc, interval, num, p_value, pct
+from asyncpipe.report.format import clipped, esc, interval, is_number, num, p_value, pct
 from asyncpipe.report.write import write_atomic
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -40,7 +40,7 @@ table.matrix th.col { max-width: 10em; overflow-wrap: anywhere; font-size: 0.9em
 table.matrix th.row { max-width: 16em; overflow-wrap: anywhere; }
 table.matrix td a, table.matrix td span.cell { display: block; padding: 6px 8px; color: inherit; text-decoration: none; }
 table.matrix td a:hover { outline: 2px solid #0969da; }
-.acc { font-size: 1.15em; font-weight: 700; } .ci { font-size: 0.8em; }
+.acc { font-size: 1.15em; font-weight: 700; } .ci, .split { font-size: 0.8em; }
 td.diag { background: #f6f8fa; color: var(--muted); }
 td.empty { background: #fff; }
 div.scroll { overflow-x: auto; }
@@ -75,7 +75,7 @@ def render_pairs_summary(out_dir: Path) -> Path:
 
 
 def cell_colours(accuracy: float | None) -> tuple[str, str]:
-    """(background, text) for a held-out accuracy: white at chance, green towards 1, red towards 0."""
+    """(background, text) for a held-out pair accuracy: white at chance, green towards 1, red towards 0."""
     if accuracy is None:
         return "#f6f8fa", "#59636e"
     strength = min(1.0, abs(accuracy - 0.5) / 0.5)
@@ -97,6 +97,19 @@ def _href(pair: dict) -> str | None:
     return esc(quote(report)) if report else None
 
 
+def _split(pair: dict) -> str:
+    """Which split a pair's figures come from ("test", or "validation" when it kept no test rows)."""
+    return _raw(pair).get("split") or "held-out"
+
+
+def _significance(pair: dict) -> str:
+    adjusted = pair.get("pair_p_value_holm")
+    if not is_number(adjusted):
+        return ""
+    mark = "significant" if pair.get("significant") else "not significant"
+    return f"Holm-adjusted {p_value(adjusted)}, {mark}"
+
+
 def _tooltip(pair: dict) -> str:
     raw = _raw(pair)
     head = f"A = {pair['a']['name']} vs B = {pair['b']['name']}"
@@ -105,8 +118,11 @@ def _tooltip(pair: dict) -> str:
     if not raw:
         return f"{head}: {pair['status']}" + (" (no held-out rows)" if pair["status"] == "complete" else "")
     return (
-        f"{head}: held-out accuracy {pct(raw.get('accuracy'))} {interval(raw.get('accuracy_low'), raw.get('accuracy_high'))}, "
-        f"{p_value(raw.get('p_value'))}, AUC {num(raw.get('auc'), 2)}, n = {raw.get('n')}"
+        f"{head}, {_split(pair)} split: pair accuracy {pct(raw.get('pair_accuracy'))} "
+        f"{interval(raw.get('pair_ci_low'), raw.get('pair_ci_high'))} over {raw.get('n_pairs')} pairs, "
+        f"sign test {p_value(raw.get('pair_p_value'))} ({_significance(pair)}); accuracy "
+        f"{pct(raw.get('accuracy'))} {interval(raw.get('accuracy_low'), raw.get('accuracy_high'))}, "
+        f"coverage {pct(raw.get('coverage'))}, AUC {num(raw.get('auc'), 2)}, n = {raw.get('n')}"
     )
 
 
@@ -119,11 +135,17 @@ def _cell(pair: dict | None, *, diagonal: bool = False) -> str:
     status = pair["status"]
     if status == "failed":
         background, colour, inner = "#ffebe9", "#a40e26", '<span class="acc">failed</span>'
-    elif raw.get("accuracy") is not None:
-        background, colour = cell_colours(raw["accuracy"])
+    elif raw.get("pair_accuracy") is not None:
+        background, colour = cell_colours(raw["pair_accuracy"])
+        star = (
+            '<span class="sig" title="significant after Holm\'s correction">*</span>'
+            if pair.get("significant")
+            else ""
+        )
         inner = (
-            f'<span class="acc">{pct(raw["accuracy"], 0)}</span><br>'
-            f'<span class="ci">{interval(raw.get("accuracy_low"), raw.get("accuracy_high"))}</span>'
+            f'<span class="acc">{pct(raw["pair_accuracy"], 0)}{star}</span><br>'
+            f'<span class="ci">{interval(raw.get("pair_ci_low"), raw.get("pair_ci_high"))}</span><br>'
+            f'<span class="split">{esc(_split(pair))} split · {num(raw.get("n_pairs"))} pairs</span>'
         )
     else:
         background, colour = cell_colours(None)
@@ -165,16 +187,26 @@ def legend() -> str:
     return f'<table class="legend"><tr>{cells}</tr></table>'
 
 
-def _with_interval(summary: dict) -> str:
-    if summary.get("accuracy") is None:
+def _with_interval(
+    summary: dict, key: str = "accuracy", low: str = "accuracy_low", high: str = "accuracy_high"
+) -> str:
+    if summary.get(key) is None:
         return "–"
-    return f"{pct(summary['accuracy'])} {interval(summary.get('accuracy_low'), summary.get('accuracy_high'))}"
+    return f"{pct(summary[key])} {interval(summary.get(low), summary.get(high))}"
+
+
+def _adjusted(pair: dict) -> str:
+    adjusted = pair.get("pair_p_value_holm")
+    if not is_number(adjusted):
+        return "–"
+    return f"{p_value(adjusted)}{' <b>*</b>' if pair.get('significant') else ''}"
 
 
 def pairs_table(pairs: list[dict]) -> str:
     head = (
-        "<tr><th>A</th><th>B</th><th>status</th><th>held-out n</th><th>accuracy (95% CI)</th><th>p vs chance</th>"
-        "<th>AUC</th><th>bias-corrected accuracy</th><th>selected description</th></tr>"
+        "<tr><th>A</th><th>B</th><th>status</th><th>split</th><th>pairs</th><th>pair accuracy (95% CI)</th>"
+        "<th>sign-test p</th><th>Holm-adjusted p</th><th>rows</th><th>coverage</th><th>accuracy (95% CI)</th>"
+        "<th>p vs chance</th><th>AUC</th><th>bias-corrected accuracy</th><th>selected description</th></tr>"
     )
     lines = [f'<div class="scroll"><table class="pairs"><thead>{head}</thead><tbody>']
     for p in pairs:
@@ -196,7 +228,13 @@ def pairs_table(pairs: list[dict]) -> str:
             f'<td class="name">{esc(p["a"]["name"])}<div class="path">{esc(p["a"]["path"])}</div></td>'
             f'<td class="name">{esc(p["b"]["name"])}<div class="path">{esc(p["b"]["path"])}</div></td>'
             f'<td class="state"><span class="badge status-{esc(p["status"])}">{esc(p["status"])}</span>{earlier}{link}</td>'
+            f'<td class="state">{esc(raw.get("split") or "–")}</td>'
+            f'<td class="num">{num(raw.get("n_pairs"))}</td>'
+            f'<td class="num">{_with_interval(raw, "pair_accuracy", "pair_ci_low", "pair_ci_high")}</td>'
+            f'<td class="num">{p_value(raw.get("pair_p_value"))}</td>'
+            f'<td class="num">{_adjusted(p)}</td>'
             f'<td class="num">{num(raw.get("n"))}</td>'
+            f'<td class="num">{pct(raw.get("coverage"))}</td>'
             f'<td class="num">{_with_interval(raw)}</td>'
             f'<td class="num">{p_value(raw.get("p_value"))}</td>'
             f'<td class="num">{num(raw.get("auc"), 3)}</td>'
@@ -234,10 +272,14 @@ def _header(data: dict) -> str:
         f'<p class="sub">Compared: {mode}'
         + (", within each question." if data.get("by_question") else ".")
         + "</p>",
-        '<p class="sub">Each cell is the <b>held-out accuracy</b> of the pair\'s selected description: rows never shown '
-        "to the describer nor used to choose or calibrate it (the test split), each classified alone, with its Wilson "
-        "95% interval. 50% is chance; the further from it, "
+        '<p class="sub">Each cell is the <b>pair accuracy</b> of the pair\'s selected description on held-out rows: '
+        "among pairs (row i of A, row i of B) with both rows scored, the share in which the A row gets the higher "
+        "p(A), a tie counting one half, with its Wilson 95% interval. It needs no threshold, so the model's lean "
+        "towards one label does not move it. Each cell names its split: the <b>test</b> split (rows never shown to "
+        "the describer nor used to choose or calibrate it) or, for a pair that kept no test rows, the "
+        "<b>validation</b> split, which chose the step and leans optimistic. 50% is chance; the further from it, "
         "the better the description separates the two files. Click a cell for that pair's report.</p>",
+        _correction_note(data),
         legend(),
     ]
     if status == "running":
@@ -250,6 +292,22 @@ def _header(data: dict) -> str:
     if failed:
         parts.append(f'<p class="note problem">{failed} pair(s) failed; their reasons are in the table.</p>')
     return "".join(parts)
+
+
+def _correction_note(data: dict) -> str:
+    """Which multiple-testing correction was applied, over how many tests."""
+    correction = data.get("multiple_testing") or {}
+    tests = correction.get("tests")
+    if not isinstance(tests, int) or tests == 0:
+        return '<p class="sub">No pair has a held-out sign test yet, so nothing is marked significant.</p>'
+    alpha = correction.get("alpha", 0.05)
+    return (
+        f'<p class="sub"><b>Multiple testing:</b> p-values are Holm-adjusted over the {tests} one-sided pair '
+        f"sign test(s) of this run (one per pair with held-out pairs), controlling the chance of any false "
+        f"finding at {alpha:g}. A * marks significance by the <b>adjusted</b> p &lt; {alpha:g} only: "
+        f"{correction.get('significant', 0)} of {tests}. An unadjusted p below {alpha:g} among many pairs is "
+        "expected by chance alone.</p>"
+    )
 
 
 def pairs_page(data: dict) -> str:
