@@ -11,7 +11,7 @@ import pytest
 
 from asyncpipe.data.pairing import make_plan
 from tests.conftest import fake_compare, run_cli, write_jsonl
-from tests.fake_openai import FakeOpenAI, ServerThread, leaning_scorer
+from tests.fake_openai import FakeOpenAI, ServerThread, leaning_scorer, row_of, top_logprobs_for
 
 
 def fruit(fruit: str, n: int, *, mumble: set[int] = frozenset()) -> list[dict]:
@@ -130,3 +130,28 @@ def test_without_validation_rows_the_test_split_is_still_shown(tmp_path: Path):
     page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert "test split: pair accuracy" in page and "<h3>Validation split" not in page
     assert "the step was chosen, and the bias offset fitted, on the describer's own batches" in page
+
+
+def test_swap_labels_leaves_a_row_unscored_when_either_prompt_is(tmp_path: Path):
+    # The swapped prompt gets no label back for row 7 of both files: averaging the one answer left
+    # would keep the lean the swap is there to cancel, so the row is unscored, saying which prompt failed.
+    def scorer(body: dict) -> list[tuple[str, float]]:
+        swapped = "dataset B talk about apples" in body["messages"][0]["content"]
+        row = row_of(body)
+        if swapped and "Answer 7:" in row:
+            return [("Sure", -0.01), ("I", -5.0)]
+        p = 0.9 if "apple" in row else 0.15
+        return top_logprobs_for(1.0 - p if swapped else p)
+
+    a = write_jsonl(tmp_path / "apples.jsonl", fruit("apple", 40))
+    b = write_jsonl(tmp_path / "bananas.jsonl", fruit("banana", 40))
+    with ServerThread(FakeOpenAI(scorer=scorer)) as server:
+        result = run_cli(
+            *fake_compare(server, a, b, tmp_path / "out"), "--max-steps", "1", "--swap-labels", "--quiet"
+        )
+    assert result.returncode == 0, result.stderr
+    predictions = pl.read_parquet(tmp_path / "out" / "predictions.parquet")
+    unscored = predictions.filter(pl.col("p_a").is_null())
+    assert sorted(unscored["row"].to_list()) == [7, 7]
+    assert all(e.startswith("swapped prompt: neither 'A' nor 'B'") for e in unscored["error"])
+    assert predictions.filter(pl.col("p_a").is_not_null()).height == 78

@@ -334,8 +334,9 @@ def steps_block(art: Artifacts, steps: pl.DataFrame) -> str:
         return '<section id="steps"><h2>Describe steps</h2><p class="note">No describe step finished yet.</p></section>'
     open_step = chosen if chosen in records else all_steps[-1]
     head = (
-        "<tr><th>step</th><th>epoch</th><th>pairs shown</th><th>train acc.</th><th>validation acc.</th>"
-        "<th>95% CI</th><th>val. balanced</th><th>val. mean conf.</th><th>val. log loss</th><th></th></tr>"
+        "<tr><th>step</th><th>epoch</th><th>pairs shown</th><th>train acc.</th><th>train coverage</th>"
+        "<th>validation acc.</th><th>95% CI</th><th>val. coverage</th><th>val. pair acc.</th><th>val. balanced</th>"
+        "<th>val. mean conf.</th><th>val. log loss</th><th></th></tr>"
     )
     rows, details = [], []
     for step in all_steps:
@@ -349,10 +350,11 @@ def steps_block(art: Artifacts, steps: pl.DataFrame) -> str:
         cls = ' class="selected"' if step == chosen else ""
         cells = [
             f'<a href="#step-{step}">{step}</a>', num(epoch), num(len(record.pairs)) if record else "–",
-            pct(train.get("accuracy")),
+            pct(train.get("accuracy")), pct(train.get("coverage")),
             pct(val.get("accuracy")) + (f" <small>(first {num(val.get('n'))} rows only: lost its race)</small>"
                                         if partial is not None and val is partial else ""),
-            interval(val.get("accuracy_low"), val.get("accuracy_high")), pct(val.get("balanced_accuracy")),
+            interval(val.get("accuracy_low"), val.get("accuracy_high")), pct(val.get("coverage")),
+            pct(val.get("pair_accuracy")), pct(val.get("balanced_accuracy")),
             pct(val.get("mean_confidence")), num(val.get("log_loss")), mark,
         ]  # fmt: skip
         rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
