@@ -41,6 +41,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got '{text}'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value}")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -144,6 +154,12 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
         help="share of pairs kept for the final, reported accuracy only (default 0.1)",
     )
     p.add_argument("--test-max", type=int, help="most test rows per file (default 100)")
+    p.add_argument(
+        "--min-label-mass",
+        type=_share,
+        help="leave a row unscored when 'A' and 'B' together hold less than this share of the answer "
+        "(default 0.5)",
+    )
     p.add_argument(
         "--max-row-chars",
         type=_positive_int,
@@ -378,7 +394,7 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         test_fraction=pick("test_fraction"),
         test_max=pick("test_max"),
         max_row_chars=args.max_row_tokens * CHARS_PER_TOKEN if args.max_row_tokens else pick("max_row_chars"),
-        min_label_mass=settings["min_label_mass"],
+        min_label_mass=pick("min_label_mass"),
         history_size=settings["history_size"],
         wrong_examples=settings["wrong_examples"],
         describe_max_tokens=pick("describe_max_tokens"),

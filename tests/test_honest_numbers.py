@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from asyncpipe.data.pairing import make_plan
 from tests.conftest import fake_compare, run_cli, write_jsonl
@@ -66,6 +67,8 @@ def test_a_model_that_ranks_every_pair_right_but_leans_to_a(tmp_path: Path):
     assert run["final"]["raw"]["test"]["pair_accuracy"] == 1.0
     assert run["final"]["raw"]["test"]["accuracy"] == 0.5
     assert run["plan"]["test_pairs"] == 20 and run["warnings"] == []
+    # the saved classifier keeps its threshold, so `asyncpipe classify` holds new rows to the same standard
+    assert yaml.safe_load((out / "classify.yaml").read_text())["min_label_mass"] == 0.5
 
     # the low-mass row is unscored with its reason, its label mass kept; every other row holds 0.99
     predictions = pl.read_parquet(out / "predictions.parquet")
@@ -155,3 +158,14 @@ def test_swap_labels_leaves_a_row_unscored_when_either_prompt_is(tmp_path: Path)
     assert sorted(unscored["row"].to_list()) == [7, 7]
     assert all(e.startswith("swapped prompt: neither 'A' nor 'B'") for e in unscored["error"])
     assert predictions.filter(pl.col("p_a").is_not_null()).height == 78
+
+
+@pytest.mark.parametrize("bad", ["1.5", "-0.1", "half"])
+def test_a_bad_min_label_mass_is_a_user_error(tmp_path: Path, bad: str):
+    a = write_jsonl(tmp_path / "a.jsonl", fruit("apple", 4))
+    b = write_jsonl(tmp_path / "b.jsonl", fruit("banana", 4))
+    result = run_cli("compare", a, b, "--model", "fake-model", "--base-url", "http://127.0.0.1:9/v1",
+                     "--output", tmp_path / "out", "--min-label-mass", bad)  # fmt: skip
+    assert result.returncode == 2
+    assert "--min-label-mass" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

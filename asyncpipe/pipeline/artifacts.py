@@ -150,6 +150,7 @@ def classifier_document(
     selected: dict,
     bias_offset: float,
     bias_fitted_on: str,
+    min_label_mass: float,
 ) -> dict:
     """What classify.yaml holds: enough to classify new rows with no other file."""
     return {
@@ -166,4 +167,5 @@ def classifier_document(
         "selected": selected,
         "bias_offset": bias_offset,
         "bias_offset_fitted_on": bias_fitted_on,
+        "min_label_mass": min_label_mass,
     }

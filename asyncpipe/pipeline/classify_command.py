@@ -157,7 +157,8 @@ async def classify_saved(args, reporter: Reporter, *, batch: BatchOptions | None
             workers=client.limiter.maximum,
             swapped_messages=document.get("swapped_messages"),
             on_done=reporter.advance,
-            min_label_mass=settings["min_label_mass"],
+            # the classifier's own threshold, so that new rows are held to the same standard
+            min_label_mass=float(document.get("min_label_mass", settings["min_label_mass"])),
         )
         property_scores = None
         if checks:

@@ -634,6 +634,7 @@ class Run:
             },
             bias_offset=offset,
             bias_fitted_on=fit_on,
+            min_label_mass=cfg.min_label_mass,
         )
         if (entry := found.classifier_entry(cfg)) is not None:
             document["properties"] = entry
