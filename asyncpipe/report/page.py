@@ -16,7 +16,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from asyncpipe.report import figures, sections
+from asyncpipe.report import figures, headline, sections
 from asyncpipe.report.format import esc
 from asyncpipe.report.properties import properties_section
 from asyncpipe.report.read import Artifacts, final_summaries, predictions_frame, step_metrics
@@ -139,7 +139,7 @@ def index_page(art: Artifacts) -> str:
     body = [
         sections.header_block(art),
         _nav(),
-        sections.headline_block(art, steps),
+        headline.headline_block(art, steps),
         sections.summary_block(art),
     ]
 
