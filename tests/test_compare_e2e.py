@@ -467,9 +467,14 @@ def test_the_report_of_a_run_shows_the_held_out_test_accuracy(server, fake, file
     final = json.loads((out / "run.json").read_text())["final"]
     assert final["raw"]["test"]["n"] == 8  # 10% of 40 pairs, from both files
     html = (out / "index.html").read_text()
-    start = html.index("<h3>Held-out test accuracy")
+    start = html.index("<h3>Test split")
     section = html[start : html.index("<h3>", start + 1)]
-    cards = re.findall(r'<div class="card-title">test, ([^<]+)</div>(.*?)</div></div>', section)
+    cards = re.findall(
+        r'<div class="card-title">test split: accuracy, ([^<]+)</div>(.*?)</div></div>', section
+    )
     assert [title for title, _ in cards] == ["raw", "bias-corrected"]
     for _, body in cards:
         assert "n = 8" in body and ">100.0%<" in body  # the fake tells every row apart
+    # pair accuracy comes first: 4 test pairs, every one ordered right
+    assert section.index("test split: pair accuracy") < section.index("test split: accuracy, raw")
+    assert "4 pairs: 4 won · 0 lost · 0 tied" in section
