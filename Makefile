@@ -14,10 +14,17 @@ CACHE ?=
 
 .PHONY: install browser test test-fast demo lint format bench bench-batch bench-local bench-cost compare pairs report clean
 
-$(STAMP): pyproject.toml
+# llama-cpp-python compiles llama.cpp from source (no binary wheel on PyPI). Build only what asyncpipe
+# loads: no multimodal library (LLAVA_BUILD=OFF), no llama.cpp "common" library nor its HTTP client
+# (cmake/llama-lean.cmake). GGML_NATIVE=OFF with AVX2/FMA/F16C (llama.cpp's defaults once NATIVE is off)
+# makes a library that runs on any x86-64 CPU with AVX2, not only on the CPU that built it. Override with
+# `make install LLAMA_CMAKE_ARGS=...`; an empty value builds llama-cpp-python's default.
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/cmake/llama-lean.cmake -DGGML_NATIVE=OFF
+
+$(STAMP): pyproject.toml cmake/llama-lean.cmake
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install asyncpipe with its test extras

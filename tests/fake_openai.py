@@ -77,9 +77,34 @@ def row_of(body: dict) -> str:
 
 
 def is_classify(body: dict) -> bool:
-    return bool(body.get("logprobs")) and (
-        body.get("max_tokens") == 1 or body.get("max_completion_tokens") == 1
-    )
+    """A classify request: one token with logprobs, or a sampled label (no logprobs, a row fenced as
+    ``<example>`` with no attributes, which describe prompts never use)."""
+    return (
+        bool(body.get("logprobs")) and (body.get("max_tokens") == 1 or body.get("max_completion_tokens") == 1)
+    ) or is_sample(body)
+
+
+def is_sample(body: dict) -> bool:
+    return not body.get("logprobs") and bool(ROW.search(body["messages"][-1]["content"]))
+
+
+@dataclass(frozen=True)
+class ReasoningRule:
+    """How an OpenAI reasoning model checks parameters (the shapes of its 400 answers are OpenAI's):
+    ``efforts`` it accepts, the one at which logprobs and temperature are allowed (None: never), and the
+    effort it uses when the request names none."""
+
+    efforts: tuple[str, ...]
+    logprobs_effort: str | None
+    default_effort: str
+
+
+#: gpt-5.1 returns logprobs (and takes temperature) only at reasoning_effort "none", its default;
+#: gpt-5 never does.
+REASONING_MODELS = {
+    "gpt-5.1": ReasoningRule(("none", "low", "medium", "high"), "none", "none"),
+    "gpt-5": ReasoningRule(("minimal", "low", "medium", "high"), None, "medium"),
+}
 
 
 def is_property_check(body: dict) -> bool:
@@ -253,6 +278,15 @@ class FakeOpenAI:
     #: answer like OpenAI's prompt cache: a prefix seen before, of 1,024 tokens or more, is cached
     prefix_cache: bool = True
     _prefixes: set = field(default_factory=set)
+    #: models that never return logprobs (``null``, as OpenRouter does for providers without them)
+    no_logprobs_models: set = field(default_factory=set)
+    #: answer ``n`` > 1 with one choice only (a server that ignores ``n``)
+    ignore_n: bool = False
+    #: placeholder logprobs: "zero" (every token 0) or "minus9999" (every alternative −9999), as DeepSeek
+    fake_logprobs: str | None = None
+    #: a sampled answer that is not a label, for rows containing this word (one answer in four)
+    off_label_word: str | None = None
+    _samples_given: dict = field(default_factory=dict)
     _window: tuple[int, int] = (0, 0)
     _lock: asyncio.Lock | None = None
     batch: FakeBatches = field(default_factory=lambda: FakeBatches())  # the Batch API (tests/fake_batch.py)
@@ -263,7 +297,84 @@ class FakeOpenAI:
             return self.describer(body, number)
         return f"Description {number}: rows of dataset A talk about apples; rows of dataset B talk about bananas."
 
+    def sampled_body(self, body: dict) -> dict:
+        """``n`` sampled labels for the row (one if ``ignore_n``), deterministic: of every N answers
+        for a row, round(p(A)·N) are 'A', where p(A) is the scorer's."""
+        tops = self.scorer(body)
+        mass_a = sum(math.exp(lp) for t, lp in tops if t.strip() == "A")
+        mass_b = sum(math.exp(lp) for t, lp in tops if t.strip() == "B")
+        p_a = mass_a / (mass_a + mass_b) if mass_a + mass_b else 0.5
+        n = 1 if self.ignore_n else int(body.get("n") or 1)
+        row = row_of(body)
+        answers = []
+        for _ in range(n):
+            given = self._samples_given.get(row, 0)
+            self._samples_given[row] = given + 1
+            slot = given % 8
+            if self.off_label_word and self.off_label_word in row.lower() and slot % 4 == 3:
+                answers.append("Sure, here is my answer")
+            else:
+                answers.append("A" if slot < round(p_a * 8) else "B")
+        answer = self._completion(
+            body, answers[0], None, sum(len(m["content"]) for m in body["messages"]) // 4
+        )
+        answer["choices"] = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+            for i, text in enumerate(answers)
+        ]
+        answer["usage"]["completion_tokens"] = n
+        return answer
+
+    def reasoning_refusal(self, body: dict) -> web.Response | None:
+        """OpenAI's 400 for a parameter the reasoning model refuses, else None."""
+        rule = REASONING_MODELS.get(body.get("model", ""))
+        if rule is None:
+            return None
+        if "max_tokens" in body:
+            return self.error(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+                "invalid_request_error",
+                "unsupported_parameter",
+            )
+        effort = body.get("reasoning_effort", rule.default_effort)
+        if effort not in rule.efforts:
+            return self.error(
+                400,
+                f"Unsupported value: 'reasoning_effort' does not support '{effort}' with this model. "
+                f"Supported values are: {', '.join(repr(e) for e in rule.efforts)}.",
+                "invalid_request_error",
+                "unsupported_value",
+            )
+        if effort != rule.logprobs_effort:
+            for name in ("logprobs", "top_logprobs"):
+                if body.get(name):
+                    return self.error(
+                        400,
+                        f"Unsupported parameter: '{name}' is not supported with this model.",
+                        "invalid_request_error",
+                        "unsupported_parameter",
+                    )
+            if body.get("temperature") not in (None, 1):
+                return self.error(
+                    400,
+                    f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
+                    "Only the default (1) value is supported.",
+                    "invalid_request_error",
+                    "unsupported_value",
+                )
+        return None
+
     def classify_body(self, body: dict, tops: list[tuple[str, float]]) -> dict:
+        if self.fake_logprobs == "zero":
+            tops = [(t, 0.0) for t, _ in tops]
+        elif self.fake_logprobs == "minus9999":
+            tops = [tops[0]] + [(t, -9999.0) for t, _ in tops[1:]]
         token, logprob = tops[0]
         entry = {
             "token": token,
@@ -370,6 +481,12 @@ class FakeOpenAI:
             return await self.inject(fault, request, body)
         if is_property_check(body):
             return web.json_response(self.classify_body(body, self.property_checker(body)))
+        if (refusal := self.reasoning_refusal(body)) is not None:
+            return refusal
+        if is_sample(body):
+            return web.json_response(self.sampled_body(body))
+        if is_classify(body) and body.get("model") in self.no_logprobs_models:
+            return web.json_response(self._completion(body, "A", None, 10))
         if is_classify(body):
             return web.json_response(self.classify_body(body, self.scorer(body)))
         if is_property_list(body) and self.property_reply is not None:

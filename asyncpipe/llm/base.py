@@ -40,10 +40,14 @@ class LabelScore:
     ``p_a`` is the softmax over the two labels' masses — p('A') for A/B, p('yes') for yes/no (the first
     label of the :class:`~asyncpipe.llm.labels.LabelSet` asked for) — or ``None`` when the row is unscored, in which
     case ``error`` says why (for example that neither label was among the returned tokens).
-    ``method`` says how the probability was obtained: ``"logprobs"`` (top-k logprobs from an API) or
-    ``"logits"`` (exact logits over the whole vocabulary, embedded model). ``label_mass`` is the
-    probability both labels hold together (None when unknown: an answer cached before it was recorded);
-    the pipeline leaves a row with too little of it unscored.
+    ``method`` says how the probability was obtained: ``"logprobs"`` (top-k logprobs from an API),
+    ``"logits"`` (exact logits over the whole vocabulary, embedded model) or ``"sampled"`` (the share of
+    'A' among sampled answers, see :func:`~asyncpipe.llm.labels.p_a_from_samples`).
+    For a sampled score, ``samples`` counts the answers that were a label and ``off_label`` those that
+    were not (unscored samples). ``suspect`` says why logprobs look fake (all 0, or −9999 on every
+    alternative); such an answer is never cached. ``requests`` is how many HTTP requests it took.
+    ``label_mass`` is the probability both labels hold together (None when unknown: an answer cached
+    before it was recorded, or a sampled one); the pipeline leaves a row with too little of it unscored.
     """
 
     p_a: float | None
@@ -52,6 +56,37 @@ class LabelScore:
     method: str = "logprobs"
     from_cache: bool = False
     label_mass: float | None = None
+    samples: int = 0
+    off_label: int = 0
+    suspect: str | None = None
+    requests: int = 1
+
+
+@dataclass(frozen=True)
+class ClassifyMode:
+    """How the classifier's p(A) is obtained: from label logprobs (one request, one token, exact up to the
+    top-k list) or by sampling the label ``samples`` times at temperature 1 (coarse: N + 1 possible
+    values). Written ``logprobs`` or ``sample:N`` on the command line, in run.json and classify.yaml."""
+
+    kind: str = "logprobs"  # "logprobs" | "sample"
+    samples: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> ClassifyMode:
+        text = text.strip()
+        if text == "logprobs":
+            return cls()
+        kind, _, count = text.partition(":")
+        if kind == "sample" and count.isdigit() and 2 <= int(count) <= 128:
+            return cls("sample", int(count))
+        raise ValueError(f"expected 'logprobs' or 'sample:N' with N from 2 to 128, got '{text}'")
+
+    @property
+    def sampled(self) -> bool:
+        return self.kind == "sample"
+
+    def __str__(self) -> str:
+        return f"sample:{self.samples}" if self.sampled else "logprobs"
 
 
 @dataclass(frozen=True)
@@ -107,6 +142,11 @@ class Provider(Protocol):
         """Classify: ask for one token and return p(first label), e.g. p('A') over {'A', 'B'}."""
         ...
 
+    async def sample_labels(self, messages: list[Message], n: int) -> LabelScore:
+        """Classify by sampling: ask for the label ``n`` times at temperature 1 and return the smoothed
+        share of 'A' (method ``"sampled"``)."""
+        ...
+
     # Optional, for speed: ``prepare_score(prompt: SlotPrompt, labels=AB)`` returning an async
     # ``score(fill)`` that behaves exactly like ``score_labels(prompt.messages(fill), labels)``. The client
     # uses it when present.
@@ -115,9 +155,15 @@ class Provider(Protocol):
     # ``batch_api()`` returning the endpoint's :class:`~asyncpipe.llm.batch.api.BatchAPI`.
 
     async def generate(
-        self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+        reasoning_effort: str | None = None,
     ) -> Generation:
-        """Describe: return free text."""
+        """Describe: return free text (``reasoning_effort``: None for the model's own default)."""
         ...
 
     async def aclose(self) -> None: ...

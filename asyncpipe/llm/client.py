@@ -23,7 +23,7 @@ from json.encoder import encode_basestring
 import anyio
 
 from asyncpipe.errors import FatalAPIError, RequestRejected, RetryableAPIError
-from asyncpipe.llm.base import Generation, LabelScore, Message, Provider, SlotPrompt, Usage
+from asyncpipe.llm.base import ClassifyMode, Generation, LabelScore, Message, Provider, SlotPrompt, Usage
 from asyncpipe.llm.cache import SLOT, ResponseCache, SlotKey, cache_key
 from asyncpipe.llm.labels import AB, LabelSet
 from asyncpipe.llm.limiter import AdaptiveLimiter
@@ -35,6 +35,9 @@ NO_LOGPROBS_LIMIT = 8
 # Classify requests refused in a row (HTTP 400/413/422) before the run stops: one refused row is that
 # row's problem, a run of them is the whole run's (a wrong parameter, a model that rejects the prompt).
 REJECTED_LIMIT = 8
+# Answers from an endpoint whose logprobs look fake (all 0, or −9999 on every alternative), in a row
+# before any real-looking one, after which the run stops with advice to classify by sampling.
+SUSPECT_LOGPROBS_LIMIT = 4
 # Part of every classify cache key: changing how we ask changes the key.
 CLASSIFY_PARAMS = {"max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20}
 
@@ -43,6 +46,13 @@ def score_params(labels: LabelSet) -> dict:
     """The cache-key parameters of a scoring request: A/B keeps the keys it always had; any other label
     set is part of the key (the same messages read as yes/no give another number)."""
     return CLASSIFY_PARAMS if labels == AB else {**CLASSIFY_PARAMS, "labels": labels.key}
+
+
+def classify_params(mode: ClassifyMode) -> dict:
+    """The cache key's description of how a classify request asks (logprobs keep their historic key)."""
+    if mode.sampled:
+        return {"mode": "sample", "n": mode.samples, "temperature": 1}
+    return CLASSIFY_PARAMS
 
 
 class LLMClient:
@@ -55,8 +65,11 @@ class LLMClient:
         limiter: AdaptiveLimiter,
         stats: RunStats,
         inflight: dict[str, _Flight] | None = None,
+        classify_mode: ClassifyMode = ClassifyMode(),
     ) -> None:
         self.provider = provider
+        self.classify_mode = classify_mode
+        self._params = classify_params(classify_mode)
         self.cache = cache
         self.policy = policy
         self.limiter = limiter
@@ -67,6 +80,9 @@ class LLMClient:
         self._logprobs_seen = False
         self._rejected_streak = 0
         self._no_logprobs_streak = 0
+        # placeholder logprobs are caught on the first answers, before they are paid for on every row
+        self._real_logprobs_seen = False
+        self._suspect_streak = 0
         # requests under way, by cache key: an identical request waits for that answer instead of
         # paying for it again (duplicate rows; the same file in several pairs). Shared through the pool.
         self.inflight: dict[str, _Flight] = inflight if inflight is not None else {}
@@ -115,16 +131,40 @@ class LLMClient:
         limiter.release(ok=True, latency=limiter.clock() - sent if timed else None)
         if isinstance(result, LabelScore):
             self._logprobs_seen = True
+            self.stats.requests += result.requests - 1  # a sampled score may take several requests
+            if result.method == "logprobs" and not self._real_logprobs_seen:
+                self._check_real_logprobs(result)
         return result
+
+    def _check_real_logprobs(self, result: LabelScore) -> None:
+        if result.suspect is None:
+            self._real_logprobs_seen = True
+            return
+        self._suspect_streak += 1
+        if self._suspect_streak >= SUSPECT_LOGPROBS_LIMIT:
+            raise FatalAPIError(
+                f"{self.provider.model}: the logprobs of its first {self._suspect_streak} answers cannot be real "
+                f"({result.suspect}); this provider fills them with placeholders. Classify by sampling "
+                "instead: --classify-mode sample:8"
+            )
 
     def _count_retry(self, _exc: RetryableAPIError) -> None:
         self.stats.retries += 1
 
     async def score_labels(self, messages: list[Message], labels: LabelSet = AB) -> LabelScore:
-        key = cache_key(self.provider.cache_identity, "score", {"messages": messages, **score_params(labels)})
-        # A/B calls the one-argument form every provider (and every test double) has always had
-        args = (messages,) if labels == AB else (messages, labels)
-        return await self._score(key, lambda: self.provider.score_labels(*args), _estimate_tokens(messages))
+        params = self._params if labels == AB else score_params(labels)
+        key = cache_key(self.provider.cache_identity, "score", {"messages": messages, **params})
+        return await self._score(key, partial(self._call, messages, labels), _estimate_tokens(messages))
+
+    def _call(self, messages: list[Message], labels: LabelSet = AB) -> Awaitable[LabelScore]:
+        """The request for one row: sampled (A/B only) or from logprobs. A/B calls the one-argument form
+        every provider (and every test double) has always had."""
+        mode = self.classify_mode
+        if labels != AB:
+            return self.provider.score_labels(messages, labels)
+        if mode.sampled:
+            return self.provider.sample_labels(messages, mode.samples)
+        return self.provider.score_labels(messages)
 
     def row_scorer(self, messages: list[Message], placeholder: str, labels: LabelSet = AB) -> RowScorer:
         """Score many rows that differ only where ``placeholder`` stands in the last message."""
@@ -140,6 +180,8 @@ class LLMClient:
                 hit["method"],
                 from_cache=True,
                 label_mass=hit.get("label_mass"),  # absent from answers cached before it was recorded
+                samples=hit.get("samples", 0),
+                off_label=hit.get("off_label", 0),
             )
         if self.settled and (settled := self.settled.get(key)) is not None:
             return settled
@@ -170,7 +212,8 @@ class LLMClient:
             else:
                 self._rejected_streak = 0
                 self.stats.add_usage(result.usage)
-                if self.cache is not None:
+                self.stats.off_label_samples += result.off_label
+                if self.cache is not None and result.suspect is None:
                     self.cache.put(key, "score", score_json(result))
             flight.result = result
             return result
@@ -180,9 +223,17 @@ class LLMClient:
             flight.done.set()
 
     async def generate(
-        self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+        reasoning_effort: str | None = None,
     ) -> Generation:
-        params = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+        params: dict = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+        if reasoning_effort is not None:  # absent from the key otherwise: earlier caches stay valid
+            params["reasoning_effort"] = reasoning_effort
         key = cache_key(self.provider.cache_identity, "generate", {"messages": messages, **params})
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.stats.cache_hits += 1
@@ -191,7 +242,11 @@ class LLMClient:
             result = await self.policy.run(
                 lambda: self._attempt(
                     lambda: self.provider.generate(
-                        messages, max_tokens=max_tokens, temperature=temperature, seed=seed
+                        messages,
+                        max_tokens=max_tokens,
+                        temperature=temperature,
+                        seed=seed,
+                        reasoning_effort=reasoning_effort,
                     ),
                     _estimate_tokens(messages) + max_tokens,
                     timed=False,
@@ -236,7 +291,7 @@ class RowScorer:
         self._client = client
         self._prompt = prompt = SlotPrompt.split(messages, placeholder)
         self._labels = labels
-        self._params = score_params(labels)
+        self._params = client._params if labels == AB else score_params(labels)
         provider = client.provider
         self._key: Callable[[str], str] | None = None
         if prompt.has_slot:
@@ -248,7 +303,7 @@ class RowScorer:
                 self._key = None
         prepare = getattr(provider, "prepare_score", None)
         self._send: Callable[[str], Awaitable[LabelScore]] | None = None
-        if prepare is not None:
+        if prepare is not None and not (client.classify_mode.sampled and labels == AB):
             self._send = prepare(prompt) if labels == AB else prepare(prompt, labels)
         self._tokens = _estimate_tokens(prompt.messages(""))
 
@@ -274,10 +329,8 @@ class RowScorer:
         key = self._key(fill) if self._key is not None else self.key(fill)
         if self._send is not None:
             call = partial(self._send, fill)
-        elif self._labels == AB:
-            call = partial(client.provider.score_labels, self._prompt.messages(fill))
         else:
-            call = partial(client.provider.score_labels, self._prompt.messages(fill), self._labels)
+            call = partial(client._call, self._prompt.messages(fill), self._labels)
         return await client._score(key, call, self._tokens + len(fill) // 4)
 
 
@@ -291,12 +344,17 @@ def score_json(result: LabelScore) -> str:
     if mass is not None and not math.isfinite(mass):
         mass = None
     usage = result.usage
+    sampled = (
+        f',"samples":{int(result.samples)},"off_label":{int(result.off_label)}'
+        if result.samples or result.off_label
+        else ""
+    )
     return (
         f'{{"p_a":{"null" if p_a is None else repr(float(p_a))},'
         f'"error":{"null" if result.error is None else encode_basestring(result.error)},'
         f'"method":{encode_basestring(result.method)},'
         f'"label_mass":{"null" if mass is None else repr(float(mass))},'
-        f'"usage":[{int(usage.prompt_tokens)},{int(usage.completion_tokens)},{int(usage.cached_tokens)}]}}'
+        f'"usage":[{int(usage.prompt_tokens)},{int(usage.completion_tokens)},{int(usage.cached_tokens)}]{sampled}}}'
     )
 
 

@@ -136,3 +136,45 @@ def p_a_from_logits(logits_a: list[float], logits_b: list[float]) -> float:
 def label_mass_from_logits(label_logits: list[float], log_normaliser: float) -> float:
     """The probability both labels hold together: sum of exp(logit − logsumexp(all logits))."""
     return min(1.0, sum(math.exp(x - log_normaliser) for x in label_logits))
+
+
+def p_a_from_samples(answers: Iterable[str]) -> tuple[float | None, int, int]:
+    """p(A) from sampled answers: ``(p_a, label answers, other answers)``.
+
+    With k answers 'A' among m answers that are a label, p(A) = (k + ½) / (m + 1) (add-half smoothing,
+    the Jeffreys prior's posterior mean): never exactly 0 or 1, and symmetric in A and B. With N samples
+    all labels it takes only the N + 1 values (k + ½) / (N + 1), k = 0…N: sampled probabilities are coarse.
+    An answer that is neither label ("Sure", "dataset A") is an unscored sample; none at all leaves the row
+    unscored (``p_a`` None)."""
+    k = m = other = 0
+    for answer in answers:
+        label = sampled_label(answer)
+        if label is None:
+            other += 1
+        else:
+            m += 1
+            k += label == "A"
+    return ((k + 0.5) / (m + 1) if m else None), m, other
+
+
+def sampled_label(answer: str | None) -> str | None:
+    """'A' or 'B' when a sampled answer is exactly a label (surrounding spaces, quotes, asterisks and a
+    final full stop allowed), else None."""
+    if not isinstance(answer, str):
+        return None
+    text = answer.strip().strip("*'\"`").rstrip(".").strip()
+    return text if text in LABELS else None
+
+
+def implausible_logprobs(chosen: tuple[str, float | None] | None, top: list[tuple[str, float]]) -> str | None:
+    """Why a logprobs answer cannot be real, or None. Some providers accept the parameter and fill it
+    with placeholders (DeepSeek: 0 or −9999): several tokens all at logprob 0 claim a total probability
+    above 1; every alternative at −9999 or below carries no information at all."""
+    values = [lp for _, lp in top if lp is not None]
+    if len(values) >= 2 and all(v == 0 for v in values):
+        return f"all {len(values)} returned logprobs are 0"
+    chosen_token = chosen[0] if chosen else None
+    alternatives = [lp for t, lp in top if lp is not None and t != chosen_token]
+    if alternatives and all(v <= -9999 for v in alternatives):
+        return f"every alternative token has logprob {max(alternatives):g}"
+    return None

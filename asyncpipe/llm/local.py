@@ -139,8 +139,20 @@ class LocalProvider:
     async def score_labels(self, messages: list[Message], labels: LabelSet = AB) -> LabelScore:
         return await anyio.to_thread.run_sync(lambda: self._score_labels_sync(messages, labels))
 
+    async def sample_labels(self, messages: list[Message], n: int) -> LabelScore:
+        raise UserError(
+            "the embedded model reads exact label probabilities from its logits; "
+            "--classify-mode sample:N is for API models without logprobs"
+        )
+
     async def generate(
-        self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+        reasoning_effort: str | None = None,  # a small local model does not reason
     ) -> Generation:
         return await anyio.to_thread.run_sync(
             lambda: self._generate_sync(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)

@@ -30,7 +30,7 @@ import aiohttp
 from asyncpipe.config import ModelFacts
 from asyncpipe.errors import FatalAPIError, RequestRejected, RetryableAPIError, UserError
 from asyncpipe.llm.base import Generation, LabelScore, Message, SlotPrompt, Usage
-from asyncpipe.llm.labels import AB, LabelSet, read_top_logprobs
+from asyncpipe.llm.labels import AB, LabelSet, implausible_logprobs, p_a_from_samples, read_top_logprobs
 
 if TYPE_CHECKING:
     from asyncpipe.llm.batch.api import BatchAPI
@@ -39,6 +39,10 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = {408, 409, 425, 429}
 # hidden reasoning tokens allowed to a reasoning model's describe answer, on top of --describe-max-tokens
 REASONING_ALLOWANCE = 16_000
+# the same for one sampled label from a reasoning model at its cheapest effort (hidden tokens, then 'A')
+SAMPLE_REASONING_ALLOWANCE = 2_048
+# tokens a sampled answer may take: 'A' is one token, a little room shows what else a model says
+SAMPLE_MAX_TOKENS = 4
 # refusals of one request for what it holds (content filter, context length): not the whole run's fault
 REJECTED_STATUS = {400, 413, 422}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -144,6 +148,7 @@ def label_score(body: dict[str, Any], labels: LabelSet = AB) -> LabelScore:
     chosen = first.get("token")
     if chosen is not None and all(token != chosen for token, _ in pairs):
         pairs.append((chosen, first.get("logprob")))
+    suspect = implausible_logprobs((chosen, first.get("logprob")) if chosen is not None else None, pairs)
     reading = read_top_logprobs(pairs, labels)
     return LabelScore(
         p_a=reading.p_a,
@@ -151,7 +156,15 @@ def label_score(body: dict[str, Any], labels: LabelSet = AB) -> LabelScore:
         usage=_usage(body),
         method="logprobs",
         label_mass=reading.label_mass,
+        suspect=suspect,
     )
+
+
+def _sampled_answers(body: dict[str, Any]) -> list[str]:
+    choices = body.get("choices")
+    if not choices:
+        raise RetryableAPIError("the answer has no choices")
+    return [str(((c or {}).get("message") or {}).get("content") or "") for c in choices]
 
 
 class OpenAIHTTPProvider:
@@ -266,7 +279,7 @@ class OpenAIHTTPProvider:
         raise FatalAPIError(f"{where}: request refused (HTTP {status}): {message}", status=status, code=code)
 
     def classify_body(self, messages: list[Message]) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             self.facts.token_param: 1,
@@ -274,6 +287,46 @@ class OpenAIHTTPProvider:
             "logprobs": True,
             "top_logprobs": 20,
         }
+        if self.facts.logprobs_effort is not None:  # gpt-5.1+: logprobs only at reasoning_effort "none"
+            body["reasoning_effort"] = self.facts.logprobs_effort
+        return body
+
+    def sample_body(self, messages: list[Message], n: int) -> dict[str, Any]:
+        """One request for ``n`` sampled labels (``n`` only when above 1), at temperature 1, with no
+        logprobs; a reasoning model answers at its cheapest effort with room for its hidden tokens."""
+        facts = self.facts
+        effort = facts.logprobs_effort or facts.sample_effort
+        budget = SAMPLE_MAX_TOKENS + (SAMPLE_REASONING_ALLOWANCE if facts.reasons(effort) else 0)
+        body: dict[str, Any] = {"model": self.model, "messages": messages, facts.token_param: budget}
+        if facts.sends_temperature(effort):
+            body["temperature"] = 1
+        if effort is not None:
+            body["reasoning_effort"] = effort
+        if n > 1:
+            body["n"] = n
+        return body
+
+    async def sample_labels(self, messages: list[Message], n: int) -> LabelScore:
+        """``n`` answers in one request where the model takes ``n``; from a server that returns fewer
+        (or refuses ``n``: config/models.yaml ``n: false``), the rest in further requests."""
+        answers: list[str] = []
+        usage = Usage()
+        requests = 0
+        while len(answers) < n:
+            want = n - len(answers) if self.facts.n else 1
+            body = await self._post(self.sample_body(messages, want))
+            requests += 1
+            answers += _sampled_answers(body)[:want]
+            usage += _usage(body)
+        p_a, scored, other = p_a_from_samples(answers)
+        error = (
+            None
+            if p_a is not None
+            else f"none of the {n} sampled answers was 'A' or 'B' (e.g. {answers[0][:40]!r})"
+        )
+        return LabelScore(
+            p_a, error, usage, method="sampled", samples=scored, off_label=other, requests=requests
+        )
 
     async def score_labels(self, messages: list[Message], labels: LabelSet = AB) -> LabelScore:
         return label_score(await self._post(self.classify_body(messages)), labels)
@@ -308,12 +361,22 @@ class OpenAIHTTPProvider:
         return BatchAPI(self.base_url, self._headers, timeout=self._timeout_seconds)
 
     async def generate(
-        self, messages: list[Message], *, max_tokens: int, temperature: float, seed: int | None
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+        reasoning_effort: str | None = None,
     ) -> Generation:
+        facts = self.facts
         # a reasoning model spends hidden tokens before it writes: budget them on top of the description
-        budget = max_tokens + REASONING_ALLOWANCE if self.facts.reasoning else max_tokens
-        body: dict[str, Any] = {"model": self.model, "messages": messages, self.facts.token_param: budget}
-        if self.facts.logprobs:  # reasoning models reject temperature and seed along with logprobs
+        budget = max_tokens + REASONING_ALLOWANCE if facts.reasons(reasoning_effort) else max_tokens
+        body: dict[str, Any] = {"model": self.model, "messages": messages, facts.token_param: budget}
+        if reasoning_effort is not None:
+            body["reasoning_effort"] = reasoning_effort
+        # reasoning models reject temperature and seed, except at the effort that enables logprobs
+        if facts.sends_temperature(reasoning_effort):
             body["temperature"] = temperature
             if seed is not None:
                 body["seed"] = seed

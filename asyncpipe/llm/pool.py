@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asyncpipe.llm.base import Provider
+from asyncpipe.llm.base import ClassifyMode, Provider
 from asyncpipe.llm.cache import ResponseCache
 from asyncpipe.llm.client import LLMClient
 from asyncpipe.llm.limiter import AdaptiveLimiter
@@ -31,6 +31,7 @@ def build_pool(
     retry_max_delay: float,
     rpm: float | None = None,
     tpm: float | None = None,
+    classify_mode: ClassifyMode = ClassifyMode(),
 ) -> ModelPool:
     """A pool with its retry policy, from resolved settings (flags over ``config/default.yaml``)."""
     policy = RetryPolicy(max_attempts, float(retry_base_delay), float(retry_max_delay))
@@ -42,6 +43,7 @@ def build_pool(
         policy=policy,
         rpm=rpm,
         tpm=tpm,
+        classify_mode=classify_mode,
     )
 
 
@@ -56,8 +58,10 @@ class ModelPool:
         policy: RetryPolicy,
         rpm: float | None = None,
         tpm: float | None = None,
+        classify_mode: ClassifyMode = ClassifyMode(),
     ) -> None:
         self.base_url = base_url
+        self.classify_mode = classify_mode
         self.api_key = api_key
         self.timeout = timeout
         self.concurrency = concurrency
@@ -72,7 +76,7 @@ class ModelPool:
     def provider(self, model: str, role: str) -> Provider:
         """The provider for ``model``, created on first use (checks the model can play ``role``)."""
         if role == "classify":
-            check_can_classify(model)
+            check_can_classify(model, self.classify_mode)
         if model not in self._providers:
             self._providers[model] = make_provider(
                 model,
@@ -101,6 +105,7 @@ class ModelPool:
             limiter=self._limiters[model],
             stats=stats,
             inflight=self._inflight,
+            classify_mode=self.classify_mode,
         )
 
     async def aclose(self) -> None:

@@ -5,19 +5,43 @@ from __future__ import annotations
 
 from asyncpipe.config import model_facts
 from asyncpipe.errors import UserError
-from asyncpipe.llm.base import Provider
+from asyncpipe.llm.base import ClassifyMode, Provider
+
+#: samples per row when a model known to return no logprobs classifies and no --classify-mode is given
+AUTO_SAMPLES = 8
 
 
 def is_local(model: str) -> bool:
     return model == "local" or model.startswith("gguf:")
 
 
-def check_can_classify(model: str) -> None:
-    """Classification reads label logprobs: refuse a model known not to return them."""
+def default_classify_mode(model: str) -> tuple[ClassifyMode, str | None]:
+    """The mode a model classifies in when none is asked for, and a note when it is not logprobs."""
+    if is_local(model) or model_facts(model).logprobs:
+        return ClassifyMode(), None
+    mode = ClassifyMode("sample", AUTO_SAMPLES)
+    return mode, (
+        f"model '{model}' returns no logprobs (config/models.yaml): classifying by sampling the label "
+        f"{AUTO_SAMPLES} times per row (--classify-mode {mode}); probabilities are coarse and it costs "
+        f"{AUTO_SAMPLES}× the output tokens"
+    )
+
+
+def check_can_classify(model: str, mode: ClassifyMode = ClassifyMode()) -> None:
+    """Logprobs mode reads label logprobs: refuse a model known not to return them; the embedded model
+    has exact logits and does not sample."""
+    if mode.sampled:
+        if is_local(model):
+            raise UserError(
+                "the embedded model reads exact label probabilities from its logits; "
+                "--classify-mode sample:N is for API models without logprobs"
+            )
+        return
     if not is_local(model) and not model_facts(model).logprobs:
         raise UserError(
-            f"model '{model}' does not return logprobs (config/models.yaml), so it cannot classify; "
-            "pass --classify-model with one that does (e.g. gpt-4.1-mini)"
+            f"model '{model}' does not return logprobs (config/models.yaml); classify by sampling with "
+            f"--classify-mode sample:{AUTO_SAMPLES}, or pass --classify-model with one that returns them "
+            "(e.g. gpt-4.1-mini)"
         )
 
 

@@ -20,6 +20,7 @@ class RunStats:
     completion_tokens: int = 0
     cached_tokens: int = 0
     unscored: int = 0
+    off_label_samples: int = 0  # sampled answers that were neither 'A' nor 'B' (classify-mode sample:N)
 
     def add_usage(self, usage: Usage) -> None:
         self.prompt_tokens += usage.prompt_tokens
