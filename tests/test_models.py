@@ -211,3 +211,41 @@ def test_default_mode_and_refusals():
     for bad in ("sample", "sample:1", "sample:x", "samples:8", "logits"):
         with pytest.raises(ValueError):
             ClassifyMode.parse(bad)
+
+
+def test_drain_keeps_the_answers_in_flight_and_sends_nothing_more(tmp_path):
+    """Stopping: the requests already sent finish and are cached; no new request leaves."""
+    from asyncpipe.llm.stopping import Stopper
+
+    fake = FakeOpenAI(latency=0.2)
+    rows = [f"row {i} apple" for i in range(40)]
+    stopper = Stopper()
+    with ServerThread(fake) as server:
+        cache = ResponseCache(tmp_path / "c.sqlite")
+        c = client(server, "fake-model", cache=cache)
+        c.stopper = stopper
+        kept: list[bool] = []
+
+        async def run():
+            async with anyio.create_task_group() as group:
+
+                async def classify():
+                    await classify_rows(c, prompt(), rows, workers=4)
+
+                async def stop_after_some():
+                    while fake.count < 6:
+                        await anyio.sleep(0.01)
+                    kept.append(await stopper.drain(30))
+                    group.cancel_scope.cancel()
+
+                group.start_soon(classify)
+                group.start_soon(stop_after_some)
+            await c.aclose()
+
+        anyio.run(run)
+        stored = len(cache)
+        cache.close()
+    assert kept == [True]
+    # every request the server received was answered and stored; none was sent after the stop
+    assert stored == fake.count == len(fake.requests)
+    assert 6 <= fake.count <= 6 + 4

@@ -29,6 +29,7 @@ from asyncpipe.llm.labels import AB, LabelSet
 from asyncpipe.llm.limiter import AdaptiveLimiter
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.llm.stopping import Stopper
 
 # Answers in a row without logprobs, from an endpoint that never sent any, before the run stops.
 NO_LOGPROBS_LIMIT = 8
@@ -66,8 +67,11 @@ class LLMClient:
         stats: RunStats,
         inflight: dict[str, _Flight] | None = None,
         classify_mode: ClassifyMode = ClassifyMode(),
+        stopper: Stopper | None = None,
     ) -> None:
         self.provider = provider
+        # Ctrl-C: no new request once stopping; requests in flight are counted so their answers are kept
+        self.stopper = stopper if stopper is not None else Stopper()
         self.classify_mode = classify_mode
         self._params = classify_params(classify_mode)
         self.cache = cache
@@ -100,9 +104,12 @@ class LLMClient:
         """One request under a limiter slot. ``timed``: its latency and its timeout tell the limiter
         about the server's queue (classify requests; a describe request's latency is its length)."""
         limiter = self.limiter
+        await self.stopper.hold()
         await limiter.acquire(tokens)
         self.stats.requests += 1
         sent = limiter.clock()
+        # counted until the caller has stored the answer: it does so before its next await
+        self.stopper.begin()
         try:
             result = await call()
         except RetryableAPIError as exc:
@@ -115,8 +122,8 @@ class LLMClient:
                 if self._no_logprobs_streak >= NO_LOGPROBS_LIMIT:
                     raise FatalAPIError(
                         f"{self.provider.model}: {NO_LOGPROBS_LIMIT} answers in a row came without logprobs and none "
-                        "ever had them; this model or provider does not return logprobs, so it cannot classify "
-                        "(choose another --classify-model or provider)"
+                        "ever had them; this model or provider does not return logprobs: classify by sampling "
+                        "(--classify-mode sample:8), or choose another --classify-model or provider"
                     ) from None
             if exc.rate_limited:
                 self.stats.rate_limited += 1
@@ -127,6 +134,8 @@ class LLMClient:
         except BaseException:
             limiter.release(ok=False)
             raise
+        finally:
+            self.stopper.end()
         self._learn_limits()
         limiter.release(ok=True, latency=limiter.clock() - sent if timed else None)
         if isinstance(result, LabelScore):

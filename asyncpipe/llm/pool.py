@@ -18,6 +18,7 @@ from asyncpipe.llm.limiter import AdaptiveLimiter
 from asyncpipe.llm.registry import check_can_classify, make_provider
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.llm.stopping import Stopper
 
 
 def build_pool(
@@ -32,6 +33,7 @@ def build_pool(
     rpm: float | None = None,
     tpm: float | None = None,
     classify_mode: ClassifyMode = ClassifyMode(),
+    stopper: Stopper | None = None,
 ) -> ModelPool:
     """A pool with its retry policy, from resolved settings (flags over ``config/default.yaml``)."""
     policy = RetryPolicy(max_attempts, float(retry_base_delay), float(retry_max_delay))
@@ -44,6 +46,7 @@ def build_pool(
         rpm=rpm,
         tpm=tpm,
         classify_mode=classify_mode,
+        stopper=stopper,
     )
 
 
@@ -59,9 +62,12 @@ class ModelPool:
         rpm: float | None = None,
         tpm: float | None = None,
         classify_mode: ClassifyMode = ClassifyMode(),
+        stopper: Stopper | None = None,
     ) -> None:
         self.base_url = base_url
         self.classify_mode = classify_mode
+        #: Ctrl-C handling shared by every client of the pool (see asyncpipe.llm.stopping)
+        self.stopper = stopper if stopper is not None else Stopper()
         self.api_key = api_key
         self.timeout = timeout
         self.concurrency = concurrency
@@ -106,6 +112,7 @@ class ModelPool:
             stats=stats,
             inflight=self._inflight,
             classify_mode=self.classify_mode,
+            stopper=self.stopper,
         )
 
     async def aclose(self) -> None:
