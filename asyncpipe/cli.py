@@ -7,6 +7,7 @@ error, 130 for Ctrl-C); finished work is kept in every case.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import anyio
 from asyncpipe import __version__
 from asyncpipe.config import BatchOptions, RunConfig, Templates, load_settings, model_facts
 from asyncpipe.errors import AsyncpipeError, BatchFilesWritten, UserError
+from asyncpipe.llm.base import ClassifyMode
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 # Rows are cut by characters so that the cut is the same for every model; a token is about four
@@ -24,11 +26,46 @@ CHARS_PER_TOKEN = 4
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors exit 2 with one line rather than the whole usage text."""
+    """argparse, but usage errors exit 2 with one line rather than the whole usage text, no flag is
+    taken by an abbreviation (a mistyped or newer flag is never read as another one: ``--classify-mode``
+    as ``--classify-model``), and an unknown flag is reported by its command's parser with the closest
+    flag that command has."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"asyncpipe: error: {message} (see '{self.prog} --help')", file=sys.stderr)
         raise SystemExit(2)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._command_parser(getattr(parsed, "command", None))
+            command.error(f"unrecognized arguments: {' '.join(extras)}{command.closest_flag(extras)}")
+        return parsed
+
+    def _command_parser(self, command: str | None) -> _Parser:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                return action.choices[command]
+        return self
+
+    def closest_flag(self, extras: list[str]) -> str:
+        # every spelling is matched (the seed's --batch_size too), the first one is suggested
+        canonical = {
+            flag: action.option_strings[0]
+            for action in self._actions
+            for flag in action.option_strings
+            if flag.startswith("--")
+        }
+        for word in extras:
+            if word.startswith("-"):
+                match = difflib.get_close_matches(word.split("=", 1)[0], list(canonical), n=1, cutoff=0.6)
+                if match:
+                    return f"; did you mean {canonical[match[0]]}?"
+        return ""
 
 
 def _positive_int(text: str) -> int:
@@ -71,13 +108,37 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def _classify_mode(text: str) -> str:
+    try:
+        return str(ClassifyMode.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_model_options(p: argparse.ArgumentParser, *, describes: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
-        "--model", help="model for both roles: an API model name, 'local' (embedded SmolLM2), or gguf:PATH"
+        "--model",
+        help="model for "
+        + ("both roles" if describes else "classifying")
+        + ": an API model name, 'local' (embedded SmolLM2), or gguf:PATH",
     )
-    g.add_argument("--describe-model", help="model that writes descriptions (default: --model)")
-    g.add_argument("--classify-model", help="model that classifies rows (default: --model)")
+    if describes:
+        g.add_argument("--describe-model", help="model that writes descriptions (default: --model)")
+        g.add_argument("--classify-model", help="model that classifies rows (default: --model)")
+        g.add_argument(
+            "--reasoning-effort",
+            help="reasoning_effort of the describe requests, for models that take one (default: the model's "
+            "own; config/models.yaml lists each family's values)",
+        )
+    g.add_argument(
+        "--classify-mode",
+        type=_classify_mode,
+        metavar="MODE",
+        help="'logprobs' (p(A) from label logprobs) or 'sample:N' (ask N times at temperature 1, for models "
+        "without logprobs: coarse, N× the output tokens). Default: logprobs, or sample:8 for a model known "
+        "to return none",
+    )
     g.add_argument("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else OpenAI)")
     g.add_argument("--concurrency", type=_positive_int, help="most classify requests in flight (default 64)")
     g.add_argument("--timeout", type=_positive_float, help="seconds one request may take (default 60)")
@@ -142,6 +203,13 @@ def add_compare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--column", help="the text column (default: first of answer, response, completion, output, text)"
     )
+    p.add_argument("--column-b", help="B's text column, when B names it differently from A (--column)")
+    p.add_argument(
+        "--context-column",
+        default="question",
+        help="the column shown before the text as its context (default: question)",
+    )
+    p.add_argument("--context-column-b", help="B's context column, when B names it differently")
     p.add_argument("--columns", help="several columns per row, comma-separated (e.g. system,question,answer)")
     p.add_argument("--no-question", action="store_true", help="do not show the 'question' column as context")
     p.add_argument(
@@ -244,7 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace an earlier, different classification in OUTPUT"
     )
     p.add_argument("--max-rows", type=_positive_int)
-    add_model_options(p)
+    p.add_argument(
+        "--no-question",
+        action="store_true",
+        help="show rows without the classifier's context column (for files that lack it; with a warning)",
+    )
+    p.add_argument(
+        "--columns",
+        help="show these columns instead of the classifier's (comma-separated; with a warning)",
+    )
+    add_model_options(p, describes=False)
 
     p = sub.add_parser("batches", help="list the Batch API jobs of an output directory (--cancel: stop them)")
     p.add_argument("directory", type=Path, metavar="DIR")
@@ -361,6 +438,19 @@ def batch_options(args: argparse.Namespace, settings: dict, classify_model: str)
     )
 
 
+def resolve_classify_mode(flag: str | None, classify_model: str, log) -> str:
+    """--classify-mode as given, else logprobs, or sampling (with a note) for a model known to return
+    no logprobs."""
+    from asyncpipe.llm.registry import default_classify_mode
+
+    if flag is not None:
+        return flag
+    mode, note = default_classify_mode(classify_model)
+    if note:
+        log(f"note: {note}")
+    return str(mode)
+
+
 def build_config(args: argparse.Namespace, log) -> RunConfig:
     settings = load_settings(args.config)
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
@@ -371,6 +461,14 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         return settings[key or flag] if value is None else value
 
     columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
+    model_facts(describe_model).check_effort(args.reasoning_effort)
+    classify_mode = resolve_classify_mode(args.classify_mode, classify_model, log)
+    batch = batch_options(args, settings, classify_model)
+    if batch is not None and classify_mode != "logprobs":
+        raise UserError(
+            "--batch-api sends logprobs requests only; classify by sampling (--classify-mode "
+            f"{classify_mode}) without --batch-api"
+        )
     return RunConfig(
         file_a=args.file_a,
         file_b=args.file_b,
@@ -381,6 +479,9 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         templates=Templates.from_settings(settings["prompts"]),
         extra_prompt=args.extra_prompt,
         text_column=args.column,
+        text_column_b=args.column_b,
+        context_column=args.context_column,
+        context_column_b=args.context_column_b,
         columns=columns,
         with_question=not args.no_question,
         batch_size=pick("batch_size"),
@@ -409,19 +510,31 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         swap_labels=args.swap_labels,
         properties=pick("properties"),
         properties_on=pick("properties_on"),
+        classify_mode=classify_mode,
+        reasoning_effort=args.reasoning_effort,
         force=args.force,
         resume=args.resume,
         dry_run=getattr(args, "dry_run", False),
-        batch=batch_options(args, settings, classify_model),
+        batch=batch,
         extra={k: settings[k] for k in ("retry_base_delay", "retry_max_delay") if k in settings},
     )
 
 
 def _run(args: argparse.Namespace) -> int:
     from asyncpipe.llm.stats import RunStats
+    from asyncpipe.llm.stopping import Stopper, run_interruptible
     from asyncpipe.pipeline.progress import Reporter
 
     reporter = Reporter(RunStats(), quiet=getattr(args, "quiet", False))
+    stopper = Stopper()
+
+    def say(message: str) -> None:  # shown even with --quiet: it answers the user's Ctrl-C
+        print(f"asyncpipe: {message}", file=sys.stderr, flush=True)
+
+    def interruptible(main):
+        """Run ``main`` (an async function) with Ctrl-C in two steps: keep the answers in flight."""
+        return anyio.run(lambda: run_interruptible(main, stopper, say))
+
     if args.command == "report":
         from asyncpipe.report import render_report
 
@@ -459,7 +572,7 @@ def _run(args: argparse.Namespace) -> int:
         from asyncpipe.pipeline.classify_command import classify_saved
 
         batch = batch_options(args, load_settings(args.config), args.model or "")  # local: refused inside
-        outcome = anyio.run(lambda: classify_saved(args, reporter, batch=batch))
+        outcome = interruptible(lambda: classify_saved(args, reporter, stopper, batch=batch))
         print(outcome)
         return 0
     if args.command == "properties":
@@ -481,7 +594,9 @@ def _run(args: argparse.Namespace) -> int:
 
         plan = plan_pairs(args.paths, output=args.output, against=args.against, by_question=args.by_question)
         cfg = build_config(args, reporter.log)
-        pairs = anyio.run(lambda: run_pairs(cfg, plan, reporter, parallel=args.parallel_pairs))
+        pairs = interruptible(
+            lambda: run_pairs(cfg, plan, reporter, parallel=args.parallel_pairs, stopper=stopper)
+        )
         print(pairs.index_html)
         if pairs.failed:
             print(
@@ -499,7 +614,7 @@ def _run(args: argparse.Namespace) -> int:
 
         print(estimate_run(cfg).render())
         return 0
-    outcome = anyio.run(lambda: compare(cfg, reporter))
+    outcome = interruptible(lambda: compare(cfg, reporter, stopper=stopper))
     if not reporter.quiet:
         print_summary(outcome, reporter.console)
     print(outcome.index_html)
@@ -509,6 +624,8 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     read_dotenv()
     args = build_parser().parse_args(argv)
+    from asyncpipe.llm.stopping import Interrupt
+
     try:
         return _run(args)
     except BatchFilesWritten as exc:  # --batch-api export: stopped on purpose, with what to do next
@@ -517,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     except AsyncpipeError as exc:
         print(f"asyncpipe: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupt):
         print(
             "asyncpipe: interrupted; finished work is saved — run the same command again to continue",
             file=sys.stderr,

@@ -288,6 +288,11 @@ class RunConfig:
     templates: Templates
     extra_prompt: str = ""
     text_column: str | None = None
+    #: B's text column when it is named differently from A's (--column-b)
+    text_column_b: str | None = None
+    #: the column shown before the text as its context (--context-column), and B's name for it
+    context_column: str = "question"
+    context_column_b: str | None = None
     columns: tuple[str, ...] | None = None
     with_question: bool = True
     batch_size: int = 16
@@ -319,6 +324,10 @@ class RunConfig:
     #: yes/no properties listed and checked after the loop (0: none), and on which rows
     properties: int = 8
     properties_on: str = "held-out"
+    #: how the classifier's p(A) is obtained: "logprobs" or "sample:N" (see asyncpipe.llm.base.ClassifyMode)
+    classify_mode: str = "logprobs"
+    #: the describer's reasoning_effort (None: the model's own default)
+    reasoning_effort: str | None = None
     force: bool = False
     resume: bool = False
     dry_run: bool = False
@@ -370,4 +379,12 @@ class RunConfig:
             "properties",
             "properties_on",
         }
-        return {k: v for k, v in self.public_dict().items() if k in keep}
+        # settings added later count only when set, so runs made before them keep their fingerprint
+        later = {
+            "classify_mode": "logprobs",
+            "reasoning_effort": None,
+            "text_column_b": None,
+            "context_column": "question",
+            "context_column_b": None,
+        }
+        return {k: v for k, v in self.public_dict().items() if k in keep or (k in later and v != later[k])}

@@ -422,7 +422,7 @@ def test_outputs_are_readable_like_any_new_file(server, fake, files, tmp_path):
 def test_a_reasoning_model_describes_with_room_to_think(server, fake, files, tmp_path):
     a, b = files
     result = run_cli(
-        "compare", a, b, "--base-url", server.base_url, "--describe-model", "gpt-5.1", "--classify-model",
+        "compare", a, b, "--base-url", server.base_url, "--describe-model", "gpt-5", "--classify-model",
         "fake-model", "--output", tmp_path / "out", "--max-steps", "1", "--describe-max-tokens", "500", "--quiet",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -63,13 +63,47 @@ def test_ctrl_c_stops_gracefully(tmp_path):
         _, stderr = process.communicate(timeout=20)
     assert process.returncode == 130
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines() == [
-        "asyncpipe: interrupted; finished work is saved — run the same command again to continue"
-    ]
+    first, last = stderr.strip().splitlines()
+    assert first.startswith("asyncpipe: Ctrl-C: sending nothing more; waiting up to 10 s for the ")
+    assert last == "asyncpipe: interrupted; finished work is saved — run the same command again to continue"
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "interrupted"
     assert (out / "index.html").is_file()
     assert not (out / "classify.yaml").exists()
+
+
+def test_ctrl_c_in_the_final_pass_keeps_the_answers_in_flight(tmp_path):
+    """One Ctrl-C during the final pass: no new request is sent, the answers in flight arrive (well within
+    the wait) and are stored, so the next run asks for none of them again."""
+    a, b = inputs(tmp_path)
+    step_classify = 2 * (2 * 8 + 2 * 4)
+    fake = FakeOpenAI(latency=0.3)
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        port = server.port
+        process = start_cli(*command(a, b, server.base_url, out))
+        wait_until(lambda: len(fake.classify_requests()) >= step_classify + 10)
+        process.send_signal(signal.SIGINT)
+        at_signal = len(fake.requests)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "waiting up to 10 s" in stderr
+    # nothing new after the Ctrl-C: at most the requests already on their way (concurrency 4)
+    assert len(fake.requests) <= at_signal + 4
+    first_run = [json.dumps(body, sort_keys=True) for body in fake.classify_requests()]
+    with sqlite3.connect(out / "cache.sqlite") as db:
+        stored = db.execute("SELECT COUNT(*) FROM responses WHERE kind = 'score'").fetchone()[0]
+    assert stored == len(first_run), "every answer that came within the wait is stored"
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+
+    again = FakeOpenAI()
+    with ServerThread(again, port=port) as server:
+        result = run_cli(*command(a, b, server.base_url, out))
+    assert result.returncode == 0, result.stderr
+    repeated = [
+        body for body in again.classify_requests() if json.dumps(body, sort_keys=True) in set(first_run)
+    ]
+    assert repeated == [], "a request whose answer was in flight at the Ctrl-C was sent again"
 
 
 def test_kill_9_in_the_final_pass_then_resume(tmp_path):

@@ -13,7 +13,7 @@ from asyncpipe.pipeline.classify import classify_rows
 
 from asyncpipe.config import Templates, load_settings, model_facts
 from asyncpipe.errors import FatalAPIError, UserError
-from asyncpipe.llm.base import ClassifyMode
+from asyncpipe.llm.base import LOGPROBS, ClassifyMode
 from asyncpipe.llm.cache import ResponseCache
 from asyncpipe.llm.client import SUSPECT_LOGPROBS_LIMIT, LLMClient
 from asyncpipe.llm.labels import implausible_logprobs, p_a_from_samples
@@ -37,7 +37,7 @@ def provider(server: ServerThread, model: str) -> OpenAIHTTPProvider:
     return OpenAIHTTPProvider(model, base_url=server.base_url, api_key="k", facts=model_facts(model))
 
 
-def client(server: ServerThread, model: str, mode: ClassifyMode = ClassifyMode(), cache=None) -> LLMClient:
+def client(server: ServerThread, model: str, mode: ClassifyMode = LOGPROBS, cache=None) -> LLMClient:
     return LLMClient(
         provider(server, model),
         cache=cache,

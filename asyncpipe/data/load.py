@@ -108,10 +108,11 @@ def choose_text_column(
 ) -> str:
     """The column holding the text to compare: ``requested``, or the first usual name both files have."""
     if requested:
-        for frame, name in zip((a, b), names, strict=True):
+        for frame, name, side in zip((a, b), names, "AB", strict=True):
             if requested not in frame.columns:
+                hint = "; if B names it differently, add --column-b NAME" if side == "B" else ""
                 raise UserError(
-                    f"{name}: no column '{requested}'; its columns are: {', '.join(frame.columns)}"
+                    f"{name}: no column '{requested}'; its columns are: {', '.join(frame.columns)}{hint}"
                 )
         return requested
     for candidate in TEXT_COLUMN_CANDIDATES:
@@ -149,3 +150,15 @@ def _as_strings(series: pl.Series) -> list[str]:
     if series.dtype in (pl.List, pl.Struct) or isinstance(series.dtype, (pl.List, pl.Struct)):
         return [json.dumps(v, ensure_ascii=False) for v in series.to_list()]
     return [str(v) for v in series.to_list()]
+
+
+def rename_side_column(frame: pl.DataFrame, own: str, common: str, name: str, flag: str) -> pl.DataFrame:
+    """B's column ``own`` under A's name ``common`` (``--column-b``, ``--context-column-b``), so that one
+    layout renders both files; a column of B already called ``common`` gives way."""
+    if own not in frame.columns:
+        raise UserError(
+            f"{name}: no column '{own}' (from {flag}); its columns are: {', '.join(frame.columns)}"
+        )
+    if own == common:
+        return frame
+    return frame.drop(common, strict=False).rename({own: common})

@@ -63,8 +63,10 @@ def make_layout(
     columns: list[str] | None,
     with_question: bool,
     max_chars: int,
+    context_column: str = "question",
 ) -> RowLayout:
-    """Decide the layout: explicit ``--columns``, or the text column with the question as context."""
+    """Decide the layout: explicit ``--columns``, or the text column with the context column (the
+    question, by default) before it."""
     if columns:
         for column in columns:
             for frame, side in ((a, "A"), (b, "B")):
@@ -74,8 +76,13 @@ def make_layout(
                     )
         text = text_column if text_column in columns else None
         return RowLayout(tuple(columns), tuple(columns), max_chars, text)
-    if with_question and text_column != "question" and "question" in a.columns and "question" in b.columns:
-        return RowLayout(("question", text_column), QUESTION_LABELS, max_chars, text_column)
+    if (
+        with_question
+        and text_column != context_column
+        and context_column in a.columns
+        and context_column in b.columns
+    ):
+        return RowLayout((context_column, text_column), QUESTION_LABELS, max_chars, text_column)
     return RowLayout((text_column,), (text_column,), max_chars, text_column)
 
 

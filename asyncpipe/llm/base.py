@@ -89,6 +89,10 @@ class ClassifyMode:
         return f"sample:{self.samples}" if self.sampled else "logprobs"
 
 
+#: the default mode: p(A) from label logprobs
+LOGPROBS = ClassifyMode()
+
+
 @dataclass(frozen=True)
 class Generation:
     """Free text from the describe step."""

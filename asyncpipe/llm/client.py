@@ -23,7 +23,16 @@ from json.encoder import encode_basestring
 import anyio
 
 from asyncpipe.errors import FatalAPIError, RequestRejected, RetryableAPIError
-from asyncpipe.llm.base import ClassifyMode, Generation, LabelScore, Message, Provider, SlotPrompt, Usage
+from asyncpipe.llm.base import (
+    LOGPROBS,
+    ClassifyMode,
+    Generation,
+    LabelScore,
+    Message,
+    Provider,
+    SlotPrompt,
+    Usage,
+)
 from asyncpipe.llm.cache import SLOT, ResponseCache, SlotKey, cache_key
 from asyncpipe.llm.labels import AB, LabelSet
 from asyncpipe.llm.limiter import AdaptiveLimiter
@@ -66,7 +75,7 @@ class LLMClient:
         limiter: AdaptiveLimiter,
         stats: RunStats,
         inflight: dict[str, _Flight] | None = None,
-        classify_mode: ClassifyMode = ClassifyMode(),
+        classify_mode: ClassifyMode = LOGPROBS,
         stopper: Stopper | None = None,
     ) -> None:
         self.provider = provider

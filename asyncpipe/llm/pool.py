@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asyncpipe.llm.base import ClassifyMode, Provider
+from asyncpipe.llm.base import LOGPROBS, ClassifyMode, Provider
 from asyncpipe.llm.cache import ResponseCache
 from asyncpipe.llm.client import LLMClient
 from asyncpipe.llm.limiter import AdaptiveLimiter
@@ -32,7 +32,7 @@ def build_pool(
     retry_max_delay: float,
     rpm: float | None = None,
     tpm: float | None = None,
-    classify_mode: ClassifyMode = ClassifyMode(),
+    classify_mode: ClassifyMode = LOGPROBS,
     stopper: Stopper | None = None,
 ) -> ModelPool:
     """A pool with its retry policy, from resolved settings (flags over ``config/default.yaml``)."""
@@ -61,7 +61,7 @@ class ModelPool:
         policy: RetryPolicy,
         rpm: float | None = None,
         tpm: float | None = None,
-        classify_mode: ClassifyMode = ClassifyMode(),
+        classify_mode: ClassifyMode = LOGPROBS,
         stopper: Stopper | None = None,
     ) -> None:
         self.base_url = base_url

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from asyncpipe.config import model_facts
 from asyncpipe.errors import UserError
-from asyncpipe.llm.base import ClassifyMode, Provider
+from asyncpipe.llm.base import LOGPROBS, ClassifyMode, Provider
 
 #: samples per row when a model known to return no logprobs classifies and no --classify-mode is given
 AUTO_SAMPLES = 8
@@ -27,7 +27,7 @@ def default_classify_mode(model: str) -> tuple[ClassifyMode, str | None]:
     )
 
 
-def check_can_classify(model: str, mode: ClassifyMode = ClassifyMode()) -> None:
+def check_can_classify(model: str, mode: ClassifyMode = LOGPROBS) -> None:
     """Logprobs mode reads label logprobs: refuse a model known not to return them; the embedded model
     has exact logits and does not sample."""
     if mode.sampled:

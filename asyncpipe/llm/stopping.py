@@ -73,13 +73,16 @@ async def run_interruptible(
     cancelled."""
     finished = False
     result: T | None = None
+    failure: BaseException | None = None
 
     async with anyio.create_task_group() as group:
 
         async def drain_then_cancel() -> None:
             kept = await stopper.drain(grace)
             if not kept:
-                say(f"stopping now: {stopper.in_flight} answer(s) still in flight after {grace:g} s are not kept")
+                say(
+                    f"stopping now: {stopper.in_flight} answer(s) still in flight after {grace:g} s are not kept"
+                )
             group.cancel_scope.cancel()
 
         async def watch() -> None:
@@ -97,9 +100,16 @@ async def run_interruptible(
                         group.cancel_scope.cancel()
 
         group.start_soon(watch)
-        result = await main()
-        finished = True
+        try:
+            result = await main()
+            finished = True
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # raised as itself below, not inside the task group's exception group
+            failure = exc
         group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     if not finished:
         raise Interrupt()
     return result  # type: ignore[return-value]

@@ -151,6 +151,7 @@ def classifier_document(
     bias_offset: float,
     bias_fitted_on: str,
     min_label_mass: float,
+    classify_mode: str = "logprobs",
 ) -> dict:
     """What classify.yaml holds: enough to classify new rows with no other file."""
     return {
@@ -158,6 +159,8 @@ def classifier_document(
         "asyncpipe_version": __version__,
         "model": model,
         "base_url": base_url,
+        # "logprobs", or "sample:N": how p(A) was obtained; asyncpipe classify asks the same way
+        "classify_mode": classify_mode,
         "placeholder": "{row}",
         "messages": messages,
         "swapped_messages": swapped_messages,

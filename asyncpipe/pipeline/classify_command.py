@@ -20,9 +20,11 @@ from asyncpipe import __version__
 from asyncpipe.config import BatchOptions, load_settings, read_yaml
 from asyncpipe.data.render import RowLayout
 from asyncpipe.errors import UserError
+from asyncpipe.llm.base import ClassifyMode
 from asyncpipe.llm.pool import build_pool
 from asyncpipe.llm.registry import is_local
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.llm.stopping import Stopper
 from asyncpipe.metrics.properties import prevalence_table
 from asyncpipe.pipeline import artifacts
 from asyncpipe.pipeline.batch_pass import batch_final_pass, final_requests, progress_display
@@ -69,13 +71,47 @@ def load_classifier(path: Path) -> dict[str, Any]:
     return document
 
 
-async def classify_saved(args, reporter: Reporter, *, batch: BatchOptions | None = None) -> Path:
+SAMPLED_BATCH = "--batch-api sends logprobs requests only; a classifier that samples (--classify-mode sample:N) classifies online"
+
+
+def shown_differently(layout: RowLayout, no_question: bool, columns: str | None, log) -> RowLayout:
+    """The classifier's layout, changed by ``--no-question`` or ``--columns`` for files that lack one of
+    its columns, with a warning: the rows are then not what the classifier was chosen on."""
+    if columns:
+        chosen = tuple(c.strip() for c in columns.split(",") if c.strip())
+        if not chosen:
+            raise UserError("--columns: name at least one column")
+        text = layout.text_column if layout.text_column in chosen else None
+        changed = RowLayout(chosen, chosen, layout.max_chars, text)
+    elif no_question:
+        text = layout.text_column or layout.columns[-1]
+        changed = RowLayout((text,), (text,), layout.max_chars, text)
+    else:
+        return layout
+    if changed.columns != layout.columns:
+        log(
+            f"warning: rows are shown as {', '.join(changed.columns)}, not as the classifier was chosen on "
+            f"({', '.join(layout.columns)}); its accuracy and bias correction may not carry over"
+        )
+    return changed
+
+
+async def classify_saved(
+    args, reporter: Reporter, stopper: Stopper | None = None, *, batch: BatchOptions | None = None
+) -> Path:
     document = load_classifier(args.classifier)
     checks = saved_checks(document, args.classifier)
     try:
         layout = RowLayout.from_dict(document["row_layout"])
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{args.classifier}: damaged row_layout") from None
+    layout = shown_differently(layout, args.no_question, args.columns, reporter.log)
+    try:
+        mode = ClassifyMode.parse(args.classify_mode or str(document.get("classify_mode") or "logprobs"))
+    except ValueError as exc:
+        raise UserError(f"{args.classifier}: classify_mode: {exc}") from None
+    if batch is not None and mode.sampled:
+        raise UserError(SAMPLED_BATCH)
     files = [args.file] + ([args.file2] if args.file2 else [])
     names = side_names(*files) if len(files) == 2 else (args.file.stem,)
     sides = [
@@ -108,13 +144,20 @@ async def classify_saved(args, reporter: Reporter, *, batch: BatchOptions | None
         retry_max_delay=settings["retry_max_delay"],
         rpm=args.rpm,
         tpm=args.tpm,
+        classify_mode=mode,
+        stopper=stopper,
     )
     if batch is not None and is_local(model):
         raise UserError(
             "--batch-api needs an API model; the embedded model runs in this process, not in batches"
         )
     pool.provider(model, "classify")
-    fingerprint = run_fingerprint({"classifier": document, "model": model}, files)
+    settings: dict[str, Any] = {"classifier": document, "model": model}
+    if mode != ClassifyMode.parse(str(document.get("classify_mode") or "logprobs")):
+        settings["classify_mode"] = str(mode)
+    if layout.to_dict() != document["row_layout"]:
+        settings["row_layout"] = layout.to_dict()
+    fingerprint = run_fingerprint(settings, files)
     prepare_output_dir(args.output, fingerprint, command="classify", force=args.force, resume=False)
     pool.open_cache(args.cache or args.output / "cache.sqlite")
     client = pool.client(model, reporter.stats)
@@ -185,6 +228,7 @@ async def classify_saved(args, reporter: Reporter, *, batch: BatchOptions | None
         "command": "classify",
         "classifier": str(args.classifier),
         "model": model,
+        "classify_mode": str(mode),
         "inputs": [str(f) for f in files],
         "labels": document.get("labels"),
         "stats": reporter.stats.to_dict(),

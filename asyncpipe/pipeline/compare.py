@@ -26,9 +26,10 @@ from asyncpipe.config import RunConfig, model_facts
 from asyncpipe.data.pairing import Plan
 from asyncpipe.data.render import CUT_MARKER, cut_text
 from asyncpipe.errors import BatchFilesWritten, FatalAPIError, UserError
-from asyncpipe.llm.base import Message
+from asyncpipe.llm.base import ClassifyMode, Message
 from asyncpipe.llm.pool import ModelPool, build_pool
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.llm.stopping import Stopper
 from asyncpipe.metrics import fit_bias_offset, summarize
 from asyncpipe.metrics.stopping import (
     RaceVerdict,
@@ -209,7 +210,12 @@ class Run:
         self.fingerprint = run_fingerprint(cfg.fingerprint_dict(), [cfg.file_a, cfg.file_b])
         # only now, with every input checked, does anything get written
         self.continuing = prepare_output_dir(
-            self.out, self.fingerprint, command="compare", force=cfg.force, resume=cfg.resume
+            self.out,
+            self.fingerprint,
+            command="compare",
+            force=cfg.force,
+            resume=cfg.resume,
+            settings=cfg.fingerprint_dict(),
         )
         self.earlier = self.earlier_spending() if self.continuing else {}
         self._make_clients()
@@ -348,6 +354,7 @@ class Run:
             max_tokens=cfg.describe_max_tokens,
             temperature=cfg.describe_temperature,
             seed=cfg.seed + number,
+            reasoning_effort=cfg.reasoning_effort,
         )
         description = generation.text
         train_rows = [("A", i) for i in pairs] + [("B", i) for i in pairs]
@@ -635,6 +642,7 @@ class Run:
             bias_offset=offset,
             bias_fitted_on=fit_on,
             min_label_mass=cfg.min_label_mass,
+            classify_mode=cfg.classify_mode,
         )
         if (entry := found.classifier_entry(cfg)) is not None:
             document["properties"] = entry
@@ -819,7 +827,7 @@ def _json_line(value: dict) -> str:
     return json.dumps(value, ensure_ascii=False) + "\n"
 
 
-def make_pool(cfg: RunConfig, api_key: str | None = None) -> ModelPool:
+def make_pool(cfg: RunConfig, api_key: str | None = None, stopper: Stopper | None = None) -> ModelPool:
     return build_pool(
         base_url=cfg.base_url,
         api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
@@ -830,16 +838,21 @@ def make_pool(cfg: RunConfig, api_key: str | None = None) -> ModelPool:
         retry_max_delay=cfg.extra.get("retry_max_delay", 60.0),
         rpm=cfg.rpm,
         tpm=cfg.tpm,
+        classify_mode=ClassifyMode.parse(cfg.classify_mode),
+        stopper=stopper,
     )
 
 
-async def compare(cfg: RunConfig, reporter: Reporter, *, pool: ModelPool | None = None) -> Outcome:
+async def compare(
+    cfg: RunConfig, reporter: Reporter, *, pool: ModelPool | None = None, stopper: Stopper | None = None
+) -> Outcome:
     """Run a whole comparison. Bad input raises UserError before anything is written. With a shared
-    ``pool`` (``asyncpipe pairs``), the pool's limiter and cache serve this run too."""
+    ``pool`` (``asyncpipe pairs``), the pool's limiter and cache serve this run too; ``stopper`` handles
+    Ctrl-C (asyncpipe.llm.stopping)."""
     if cfg.dry_run:  # the command line prints estimate_run(cfg) instead; a dry run must never spend
         raise UserError("a dry run sends nothing: use asyncpipe.pipeline.estimate.estimate_run(cfg)")
     stats = reporter.stats
-    run = Run(cfg, reporter, stats, pool or make_pool(cfg), owns_pool=pool is None)
+    run = Run(cfg, reporter, stats, pool or make_pool(cfg, stopper=stopper), owns_pool=pool is None)
     try:
         run.prepare()
     except BaseException:

@@ -29,7 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from asyncpipe.config import ModelFacts, RunConfig, model_facts
-from asyncpipe.llm.openai_http import REASONING_ALLOWANCE
+from asyncpipe.llm.base import ClassifyMode
+from asyncpipe.llm.openai_http import REASONING_ALLOWANCE, SAMPLE_REASONING_ALLOWANCE
 from asyncpipe.metrics.stopping import race_pairs
 from asyncpipe.pipeline.inputs import load_sides_for, plan_for
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, classify_messages, describe_messages
@@ -141,6 +142,7 @@ class Estimate:
     steps: int
     pairs: int
     validation_pairs: int
+    test_pairs: int
     rows_a: int
     rows_b: int
     classify_during_steps: int
@@ -160,6 +162,7 @@ class Estimate:
     #: with --batch-api: the final pass, sent as batch jobs at the batch price (``classify`` then
     #: holds the steps' requests only)
     classify_batch: Side | None = None
+    classify_mode: ClassifyMode = ClassifyMode()
     #: the properties stage: the request that lists them (describe model) and the checks (classify model)
     properties_list: Side | None = None
     properties_check: Side | None = None
@@ -185,7 +188,8 @@ class Estimate:
         final = f"{self.classify_final:,} in the final pass (its other {self.final_from_cache:,} rows come from the cache)"
         lines = [
             "dry run: nothing was sent and nothing was written",
-            f"plan: {self.steps} describe step(s) over {self.pairs} pairs ({self.validation_pairs} held out), "
+            f"plan: {self.steps} describe step(s) over {self.pairs} pairs ({self.validation_pairs + self.test_pairs} "
+            f"held out: {self.validation_pairs} for validation, {self.test_pairs} for test), "
             f"then a final pass over all {self.rows_a} + {self.rows_b} rows",
             "requests:",
             f"  describe  {d.requests:>12,}  ({d.model})",
@@ -214,6 +218,16 @@ class Estimate:
             lines.append(
                 f"  properties  {listing.input_tokens + k.input_tokens:>10,} in  "
                 f"{listing.output_tokens + k.output_tokens:>10,} out  ({k.counter.method})"
+            )
+        mode = self.classify_mode
+        if mode.sampled:
+            how = (
+                f"one request per row with n={mode.samples}"
+                if c.facts.n
+                else f"{mode.samples} requests per row (the model takes no n)"
+            )
+            lines.append(
+                f"  classify by sampling (--classify-mode {mode}): {how}, {mode.samples}× the output tokens"
             )
         for side in (d, c) if d.model != c.model else (c,):
             if side.counter.note:
@@ -282,7 +296,15 @@ def estimate_run(cfg: RunConfig) -> Estimate:
     side_a, side_b, _ = load_sides_for(cfg)  # as Run.prepare loads them
     n_pairs = min(len(side_a.texts), len(side_b.texts))
     plan = plan_for(cfg, n_pairs)
+    mode = ClassifyMode.parse(cfg.classify_mode)
+    # requests per row (each pays its prompt) and answers per request (each pays its tokens)
     per_row = 2 if cfg.swap_labels else 1
+    answers_per_request = 1
+    if mode.sampled:
+        if model_facts(cfg.classify_model).n:
+            answers_per_request = mode.samples  # n answers to one prompt
+        else:
+            per_row *= mode.samples
     describe_facts, classify_facts = model_facts(cfg.describe_model), model_facts(cfg.classify_model)
     describe_counter = token_counter(describe_facts)
     classify_counter = (
@@ -332,6 +354,11 @@ def estimate_run(cfg: RunConfig) -> Estimate:
         describe_in.append(tokens)
     all_texts = side_a.texts + side_b.texts
     mean_tokens = rows_tokens(all_texts) / max(1, len(all_texts))
+    answer_tokens = 1  # one token per label answer
+    if mode.sampled and classify_facts.reasons(
+        classify_facts.logprobs_effort or classify_facts.sample_effort
+    ):
+        answer_tokens += SAMPLE_REASONING_ALLOWANCE  # hidden reasoning before each sampled label, at most
 
     def first_steps(n_steps: int, **extra) -> Estimate:
         """The estimate for the plan's first ``n_steps`` steps, each scored on every validation row."""
@@ -360,6 +387,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
             steps=n_steps,
             pairs=n_pairs,
             validation_pairs=len(validation),
+            test_pairs=len(plan.test),
             rows_a=len(side_a.texts),
             rows_b=len(side_b.texts),
             classify_during_steps=during,
@@ -370,7 +398,10 @@ def estimate_run(cfg: RunConfig) -> Estimate:
                 n_steps,
                 sum(describe_in[:n_steps]),
                 # a reasoning model may also spend its whole hidden-reasoning allowance, billed as output
-                n_steps * (description + (REASONING_ALLOWANCE if describe_facts.reasoning else 0)),
+                n_steps
+                * (
+                    description + (REASONING_ALLOWANCE if describe_facts.reasons(cfg.reasoning_effort) else 0)
+                ),
                 describe_counter,
                 describe_facts,
             ),
@@ -378,7 +409,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
                 cfg.classify_model,
                 during + online_final,
                 sum(step_tokens[:n_steps]) + online_final_tokens,
-                during + online_final,  # one token per answer
+                (during + online_final) * answers_per_request * answer_tokens,
                 classify_counter,
                 classify_facts,
             ),
@@ -387,6 +418,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
             properties_list=properties_list,
             properties_check=properties_check,
             properties_rows=checked_rows,
+            classify_mode=mode,
             **extra,
         )
 

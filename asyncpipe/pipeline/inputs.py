@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from asyncpipe.config import RunConfig
-from asyncpipe.data.load import choose_text_column, read_table
+from asyncpipe.data.load import choose_text_column, read_table, rename_side_column
 from asyncpipe.data.pairing import Plan, make_plan, smallest_test_fraction
 from asyncpipe.data.render import RowLayout, make_layout, render_rows
 from asyncpipe.metrics import pairs_needed, smallest_sign_test_p
@@ -47,11 +47,24 @@ def load_sides(
     with_question: bool,
     max_row_chars: int,
     max_rows: int | None,
+    text_column_b: str | None = None,
+    context_column: str = "question",
+    context_column_b: str | None = None,
 ) -> tuple[Side, Side, RowLayout]:
+    """Both files rendered with one layout. B's text and context columns may have names of their own
+    (``text_column_b``, ``context_column_b``): they are read under A's names."""
     name_a, name_b = side_names(path_a, path_b)
     frame_a, frame_b = read_table(path_a), read_table(path_b)
     if max_rows is not None:
         frame_a, frame_b = frame_a.head(max_rows), frame_b.head(max_rows)
+    if text_column_b is not None:
+        if text_column is None:
+            text_column = choose_text_column(frame_a, frame_a, None, (str(path_a), str(path_a)))
+        frame_b = rename_side_column(frame_b, text_column_b, text_column, str(path_b), "--column-b")
+    if context_column_b is not None:
+        frame_b = rename_side_column(
+            frame_b, context_column_b, context_column, str(path_b), "--context-column-b"
+        )
     column = choose_text_column(frame_a, frame_b, text_column, (str(path_a), str(path_b)))
     layout = make_layout(
         frame_a,
@@ -60,6 +73,7 @@ def load_sides(
         columns=columns,
         with_question=with_question,
         max_chars=max_row_chars,
+        context_column=context_column,
     )
     return (
         _side("A", name_a, path_a, frame_a, layout),
@@ -78,6 +92,9 @@ def load_sides_for(cfg: RunConfig) -> tuple[Side, Side, RowLayout]:
         with_question=cfg.with_question,
         max_row_chars=cfg.max_row_chars,
         max_rows=cfg.max_rows,
+        text_column_b=cfg.text_column_b,
+        context_column=cfg.context_column,
+        context_column_b=cfg.context_column_b,
     )
 
 

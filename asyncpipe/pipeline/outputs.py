@@ -88,6 +88,23 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _what_differs(earlier: dict[str, Any], settings: dict[str, Any] | None) -> str:
+    """Which settings differ from the earlier run's run.json ("config"), for the refusal message."""
+    before = earlier.get("config")
+    if settings is None or not isinstance(before, dict):
+        return "its settings or input files differ"
+    now = json.loads(json.dumps(settings, default=str))  # as run.json holds them: lists, not tuples
+    changed = [key for key in now if key != "templates" and before.get(key) != now[key]]
+    if now.get("templates") != before.get("templates") and "templates" in before:
+        changed.append("prompt templates (--config)")
+    if not changed:
+        return "the input files' contents differ"
+    shown = ", ".join(
+        f"{key}: {before.get(key)!r} then, {now[key]!r} now" if key in now else key for key in changed[:3]
+    )
+    return shown + (f", and {len(changed) - 3} more" if len(changed) > 3 else "")
+
+
 def run_fingerprint(settings: dict[str, Any], inputs: list[Path]) -> str:
     blob = json.dumps(
         {"settings": settings, "inputs": [file_digest(p) for p in inputs]}, sort_keys=True, default=str
@@ -95,7 +112,15 @@ def run_fingerprint(settings: dict[str, Any], inputs: list[Path]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare_output_dir(out: Path, fingerprint: str, *, command: str, force: bool, resume: bool) -> bool:
+def prepare_output_dir(
+    out: Path,
+    fingerprint: str,
+    *,
+    command: str,
+    force: bool,
+    resume: bool,
+    settings: dict[str, Any] | None = None,
+) -> bool:
     """Create ``out`` (or check it), and refuse to mix two different runs in one directory.
 
     Returns True when ``out`` holds this very run (same command, inputs and settings) to continue.
@@ -132,8 +157,8 @@ def prepare_output_dir(out: Path, fingerprint: str, *, command: str, force: bool
         return False
     if not force:
         raise UserError(
-            f"--output {out}: holds a different earlier run; pass --resume to continue it with these "
-            "settings, --force to replace it, or choose another --output"
+            f"--output {out}: holds a different earlier run ({_what_differs(earlier, settings)}); pass --resume "
+            "to continue it with these settings, --force to replace it, or choose another --output"
         )
     for name in ARTIFACTS:
         (out / name).unlink(missing_ok=True)

@@ -35,6 +35,7 @@ from asyncpipe import __version__
 from asyncpipe.config import RunConfig
 from asyncpipe.errors import BatchFilesWritten, FatalAPIError, UserError
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.llm.stopping import Stopper
 from asyncpipe.metrics import holm_adjust
 from asyncpipe.pipeline.compare import compare, make_pool
 from asyncpipe.pipeline.outputs import run_fingerprint, write_json_atomic, write_parquet_atomic
@@ -313,7 +314,12 @@ def _prepare_top(out: Path) -> None:
 
 
 async def run_pairs(
-    cfg: RunConfig, plan: PairsPlan, reporter: Reporter, *, parallel: int = 4
+    cfg: RunConfig,
+    plan: PairsPlan,
+    reporter: Reporter,
+    *,
+    parallel: int = 4,
+    stopper: Stopper | None = None,
 ) -> PairsOutcome:
     """Run every pair of ``plan`` into a subfolder of ``cfg.output``; ``cfg.file_a``/``file_b`` are
     ignored. Returns how many failed; raises UserError (before anything runs) when a pair folder
@@ -358,7 +364,7 @@ async def run_pairs(
     index = summary.write("running" if todo else "complete")
     done = skipped
     status = "interrupted"
-    pool = make_pool(cfg) if todo else None
+    pool = make_pool(cfg, stopper=stopper) if todo else None
     try:
         if pool is not None:
             pool.open_cache(cfg.cache_path)

@@ -88,12 +88,31 @@ def _run_line(art: Artifacts) -> str:
         [
             models or "models –",
             f"{num(art.label('A').rows)} + {num(art.label('B').rows)} rows",
-            f"{num(stats.get('requests'))} requests ({num(stats.get('cache_hits'))} cache hits)",
+            f"{num(stats.get('requests'))} requests sent, {num(stats.get('cache_hits'))} answers from the cache",
             f"{num(tokens)} tokens",
             f"cost {cost(stats.get('estimated_cost_usd'))}",
             f"wall time {duration(run.wall_seconds)}",
         ]
+        + (
+            [f"p(A) sampled {esc(mode.split(':', 1)[1])}× per row: coarse"]
+            if isinstance(mode := run.config.get("classify_mode"), str) and mode.startswith("sample:")
+            else []
+        )
     )
+
+
+def classify_mode_text(mode: Any, off_label: Any = None) -> str:
+    """How the classifier's probabilities were obtained, in words (run.json's ``classify_mode``)."""
+    if isinstance(mode, str) and mode.startswith("sample:"):
+        n = mode.split(":", 1)[1]
+        values = f"{int(n) + 1} possible values" if n.isdigit() else "few possible values"
+        extra = f"; {num(off_label)} sampled answers were neither label" if off_label else ""
+        return esc(
+            f"sampling: the label asked {n} times per row at temperature 1, p(A) = (k + ½) / (m + 1) for k 'A' "
+            f"among m label answers. Sampled probabilities are coarse ({values}), so "
+            f"log loss, calibration and the ROC curve are coarse too{extra}"
+        )
+    return "label logprobs (one token)"
 
 
 def summary_block(art: Artifacts) -> str:
@@ -105,8 +124,9 @@ def summary_block(art: Artifacts) -> str:
         ("describe model", esc(run.models.get("describe", "–"))),
         ("classify model", esc(run.models.get("classify", "–"))),
         ("rows", " · ".join(f"{k}: {num(art.label(k).rows)}" for k in ("A", "B"))),
-        ("requests", f"{num(stats.get('requests'))} ({num(stats.get('cache_hits'))} cache hits, "
-                     f"{num(stats.get('retries'))} retries, {num(stats.get('rate_limited'))} rate-limited)"),
+        ("requests", f"{num(stats.get('requests'))} sent ({num(stats.get('retries'))} retries, "
+                     f"{num(stats.get('rate_limited'))} rate-limited); {num(stats.get('cache_hits'))} answers from the cache"),
+        ("p(A) from", classify_mode_text(run.config.get("classify_mode"), stats.get("off_label_samples"))),
         ("tokens", f"{num(stats.get('prompt_tokens'))} prompt ({num(stats.get('cached_tokens'))} cached) · "
                    f"{num(stats.get('completion_tokens'))} completion"),
         ("provider prompt cache", " · ".join(
