@@ -22,6 +22,7 @@ from asyncpipe.llm.openai_http import REASONING_ALLOWANCE, OpenAIHTTPProvider
 from asyncpipe.llm.registry import check_can_classify, default_classify_mode
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.prompts.build import classify_messages, with_row
 from tests.fake_openai import FakeOpenAI, ServerThread, is_sample
 
