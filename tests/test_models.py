@@ -225,17 +225,21 @@ def test_drain_keeps_the_answers_in_flight_and_sends_nothing_more(tmp_path):
         cache = ResponseCache(tmp_path / "c.sqlite")
         c = client(server, "fake-model", cache=cache)
         c.stopper = stopper
+        # more workers than slots: some wait for a slot when the stop comes, and must not send then
+        c.limiter = AdaptiveLimiter(4, initial=2)
         kept: list[bool] = []
+        at_stop: list[int] = []
 
         async def run():
             async with anyio.create_task_group() as group:
 
                 async def classify():
-                    await classify_rows(c, prompt(), rows, workers=4)
+                    await classify_rows(c, prompt(), rows, workers=8)
 
                 async def stop_after_some():
                     while fake.count < 6:
                         await anyio.sleep(0.01)
+                    at_stop.append(c.stats.requests)  # sent so far, some perhaps not yet arrived
                     kept.append(await stopper.drain(30))
                     group.cancel_scope.cancel()
 
@@ -249,4 +253,4 @@ def test_drain_keeps_the_answers_in_flight_and_sends_nothing_more(tmp_path):
     assert kept == [True]
     # every request the server received was answered and stored; none was sent after the stop
     assert stored == fake.count == len(fake.requests)
-    assert 6 <= fake.count <= 6 + 4
+    assert fake.count == at_stop[0]

@@ -115,6 +115,9 @@ class LLMClient:
         limiter = self.limiter
         await self.stopper.hold()
         await limiter.acquire(tokens)
+        if self.stopper.stopping:  # Ctrl-C came while this request waited for its slot: never send it
+            limiter.release(ok=False)
+            await self.stopper.hold()
         self.stats.requests += 1
         sent = limiter.clock()
         # counted until the caller has stored the answer: it does so before its next await
