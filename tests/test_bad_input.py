@@ -174,18 +174,23 @@ def test_no_key_and_an_api_model(tmp_path):
     assert "OPENAI_API_KEY" in result.stderr and "--model local" in result.stderr
 
 
-def test_reasoning_model_cannot_classify(tmp_path):
+def test_reasoning_model_cannot_classify_with_logprobs(tmp_path):
+    """Asked for logprobs explicitly, a model known to return none is refused before anything is sent
+    (without --classify-mode it samples instead: tests/test_cli_models.py)."""
     result = run_cli(
         "compare",
         good(tmp_path),
         good(tmp_path, "g2.jsonl"),
         "--model",
         "o3-mini",
+        "--classify-mode",
+        "logprobs",
         "--output",
         tmp_path / "out",
     )
     assert result.returncode == 2
-    assert "logprobs" in result.stderr and "--classify-model" in result.stderr
+    assert "does not return logprobs" in result.stderr and "--classify-mode sample:8" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
