@@ -16,13 +16,12 @@ CACHE ?=
 
 # llama-cpp-python compiles llama.cpp from source (no binary wheel on PyPI). Build only what asyncpipe
 # loads: no multimodal library (LLAVA_BUILD=OFF), no llama.cpp "common" library nor its HTTP client
-# (cmake/llama-lean.cmake): half the compiler work of the default build. The library is tuned to the CPU
-# that builds it (llama.cpp's default, GGML_NATIVE=ON; pip caches the wheel per machine). A portable build
-# (-DGGML_NATIVE=OFF: AVX2 kernels) was measured on this AVX-512 machine to make the embedded model's
-# prefix reuse differ from a full evaluation (p(A) 0.9515 against 0.9392; tests/test_local_model.py
-# fails), as docs record for AVX2-only CPUs. Override with
+# (cmake/llama-lean.cmake), about half the compiler work of the default build. GGML_NATIVE=OFF builds the
+# CPU kernels for x86-64 with AVX2/FMA/F16C (llama.cpp's choice once NATIVE is off) rather than for the
+# CPU that compiles them, so the library runs on any AVX2 machine (the embedded model's slow tests,
+# tests/test_local_model.py and tests/test_llama_server.py, pass with it on an AVX-512 machine). Override with
 # `make install LLAMA_CMAKE_ARGS=...`; an empty value builds llama-cpp-python's default.
-LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/cmake/llama-lean.cmake
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/cmake/llama-lean.cmake -DGGML_NATIVE=OFF
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
