@@ -152,12 +152,13 @@ async def classify_saved(
             "--batch-api needs an API model; the embedded model runs in this process, not in batches"
         )
     pool.provider(model, "classify")
-    settings: dict[str, Any] = {"classifier": document, "model": model}
+    # what decides the results; a mode or layout other than the classifier's counts only when used
+    decides: dict[str, Any] = {"classifier": document, "model": model}
     if mode != ClassifyMode.parse(str(document.get("classify_mode") or "logprobs")):
-        settings["classify_mode"] = str(mode)
+        decides["classify_mode"] = str(mode)
     if layout.to_dict() != document["row_layout"]:
-        settings["row_layout"] = layout.to_dict()
-    fingerprint = run_fingerprint(settings, files)
+        decides["row_layout"] = layout.to_dict()
+    fingerprint = run_fingerprint(decides, files)
     prepare_output_dir(args.output, fingerprint, command="classify", force=args.force, resume=False)
     pool.open_cache(args.cache or args.output / "cache.sqlite")
     client = pool.client(model, reporter.stats)
