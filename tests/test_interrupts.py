@@ -82,7 +82,7 @@ def test_ctrl_c_in_the_final_pass_keeps_the_answers_in_flight(tmp_path):
     with ServerThread(fake) as server:
         port = server.port
         process = start_cli(*command(a, b, server.base_url, out))
-        wait_until(lambda: len(fake.classify_requests()) >= step_classify + 10)
+        wait_until(lambda: len(fake.classify_requests()) >= step_classify + 10, process)
         process.send_signal(signal.SIGINT)
         at_signal = len(fake.requests)
         _, stderr = process.communicate(timeout=60)
