@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from asyncpipe.pipeline.classify import classify_rows
 
 from asyncpipe.config import Templates, load_settings, model_facts
 from asyncpipe.errors import FatalAPIError, UserError
