@@ -4,6 +4,7 @@ end to end against the fake server, on files with planted words at known rates."
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import polars as pl
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import fake_compare, run_cli, write_jsonl
-from tests.fake_openai import FakeOpenAI, ServerThread, row_of
+from tests.fake_openai import FakeOpenAI, ServerThread, planted_word_checker, row_of
 
 N = 100
 # word: (share of A rows, share of B rows)
@@ -284,3 +285,28 @@ def test_a_damaged_properties_entry_in_classify_yaml_is_a_user_error(server, fak
     result = run_cli("classify", damaged, a, "--output", tmp_path / "r", "--base-url", server.base_url)
     assert result.returncode == 2 and "damaged properties" in result.stderr
     assert fake.count == sent and not (tmp_path / "r").exists()
+
+
+def mumbling_checker(body: dict) -> list[tuple[str, float]]:
+    """Rows that say 'mumble' get yes/no masses of 0.1 in all; the others a clear, full-mass answer."""
+    if "mumble" in row_of(body):
+        return [("Hmm", -0.1), ("yes", math.log(0.06)), ("no", math.log(0.04))]
+    return planted_word_checker()(body)
+
+
+def test_a_property_check_with_little_yes_no_mass_is_unscored_with_its_reason(tmp_path):
+    """As for 'A'/'B': a row whose 'yes'+'no' hold 0.1 of the answer is unscored, never a confident 0.6."""
+    rows_a = [{"answer": f"Answer {i} {'mumble' if i < 5 else 'zephyr'}"} for i in range(20)]
+    rows_b = [{"answer": f"Answer {i} plain"} for i in range(20)]
+    a, b = write_jsonl(tmp_path / "a.jsonl", rows_a), write_jsonl(tmp_path / "b.jsonl", rows_b)
+    props = tmp_path / "props.yaml"
+    props.write_text("- Does the answer mention 'zephyr'?\n")
+    out = tmp_path / "out"
+    with ServerThread(FakeOpenAI(property_checker=mumbling_checker)) as server:
+        result = run_cli("properties", props, a, b, "--output", out,
+                         "--base-url", server.base_url, "--model", "fake-model", "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    scores = pl.read_parquet(out / "property_scores.parquet").filter(pl.col("label") == "a").sort("row")
+    assert scores["p_yes"].null_count() == 5 and scores["p_yes"][:5].null_count() == 5
+    assert all(e.startswith("label mass 0.100 below min_label_mass 0.5") for e in scores["error"][:5])
+    assert scores["p_yes"][5:].min() > 0.85

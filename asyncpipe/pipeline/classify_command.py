@@ -193,6 +193,8 @@ async def classify_saved(
         await pool.aclose()
         raise
     reporter.phase("classifying", len(texts))
+    # the classifier's own threshold, so that new rows are held to the same standard
+    min_label_mass = float(document.get("min_label_mass", settings["min_label_mass"]))
     try:
         scores = await classify_rows(
             client,
@@ -201,14 +203,15 @@ async def classify_saved(
             workers=client.limiter.maximum,
             swapped_messages=document.get("swapped_messages"),
             on_done=reporter.advance,
-            # the classifier's own threshold, so that new rows are held to the same standard
-            min_label_mass=float(document.get("min_label_mass", settings["min_label_mass"])),
+            min_label_mass=min_label_mass,
         )
         property_scores = None
         if checks:
             rows = [RowRef(side.name, i, "new", t) for side in sides for i, t in enumerate(side.texts)]
             reporter.phase("checking properties", len(checks) * len(rows))
-            property_scores = await check_properties(client, checks, rows, on_done=reporter.advance)
+            property_scores = await check_properties(
+                client, checks, rows, min_label_mass=min_label_mass, on_done=reporter.advance
+            )
     finally:
         reporter.end_phase()
         await pool.aclose()

@@ -182,8 +182,9 @@ async def run_properties(args, reporter: Reporter, model: str, base_url: str | N
     )
     pool.provider(model, "classify")
     checks = {p.id: property_check_messages(templates, p.text) for p in props}
+    min_label_mass = settings["min_label_mass"]
     fingerprint = run_fingerprint(
-        {"properties": checks, "model": model, "base_url": base_url, "layout": layout, "max_rows": args.max_rows,
+        {"properties": checks, "min_label_mass": min_label_mass, "model": model, "base_url": base_url, "layout": layout, "max_rows": args.max_rows,
          "files": [(j.name, j.base) for j in jobs]},
         [j.path for j in jobs],
     )  # fmt: skip
@@ -209,6 +210,7 @@ async def run_properties(args, reporter: Reporter, model: str, base_url: str | N
         ],  # fmt: skip
         "against": args.against,
         "by_question": args.by_question,
+        "min_label_mass": min_label_mass,
     }
     write_json_atomic(args.output / "run.json", {**info, "status": "running"})
     pool.open_cache(args.cache or args.output / "cache.sqlite")
@@ -218,7 +220,9 @@ async def run_properties(args, reporter: Reporter, model: str, base_url: str | N
     reporter.phase("checking properties", len(props) * len(rows))
     status, message = "interrupted", "interrupted; run the same command again to continue"
     try:
-        scores = await check_properties(client, list(checks.items()), rows, on_done=reporter.advance)
+        scores = await check_properties(
+            client, list(checks.items()), rows, min_label_mass=min_label_mass, on_done=reporter.advance
+        )
         status, message = "complete", None
     except (FatalAPIError, UserError) as exc:
         status, message = "failed", str(exc)

@@ -55,9 +55,13 @@ async def check_properties(
     checks: Sequence[tuple[str, list[Message]]],
     rows: Sequence[RowRef],
     *,
+    min_label_mass: float,
     on_done: Callable[[int], None] | None = None,
 ) -> pl.DataFrame:
-    """p(yes) of every property (its id and check request) on every row, as a ``property_scores`` frame."""
+    """p(yes) of every property (its id and check request) on every row, as a ``property_scores`` frame.
+
+    A row whose 'yes' and 'no' together hold less than ``min_label_mass`` of the answer is unscored with
+    that reason, exactly as for 'A'/'B' (the model mostly meant something else)."""
     texts = [r.text for r in rows]
     frames = []
     for prop_id, messages in checks:
@@ -68,6 +72,7 @@ async def check_properties(
             workers=client.limiter.maximum,
             on_done=on_done,
             labels=YES_NO,
+            min_label_mass=min_label_mass,
         )
         frames.append(
             pl.DataFrame(

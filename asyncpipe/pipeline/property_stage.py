@@ -125,7 +125,11 @@ async def run_property_stage(
     reporter.phase("checking properties", len(found) * len(rows))
     try:
         scores = await check_properties(
-            checker, check_prompts(cfg.templates, found), rows, on_done=reporter.advance
+            checker,
+            check_prompts(cfg.templates, found),
+            rows,
+            min_label_mass=cfg.min_label_mass,
+            on_done=reporter.advance,
         )
     finally:
         reporter.end_phase()
