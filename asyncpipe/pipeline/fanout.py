@@ -61,13 +61,13 @@ def _weaker(mass: float | None, other: float | None) -> float | None:
     return None if mass is None or other is None else min(mass, other)
 
 
-def too_little_mass(mass: float | None, threshold: float) -> str | None:
+def too_little_mass(mass: float | None, threshold: float, labels: LabelSet = AB) -> str | None:
     """The reason a row is unscored for its label mass, or None when it holds enough (or is unknown)."""
     if mass is None or mass >= threshold:
         return None
     return (
         f"label mass {mass:.3f} below min_label_mass {threshold:g}: the model put most of its answer "
-        "on tokens other than 'A' and 'B'"
+        f"on tokens other than '{labels.first}' and '{labels.second}'"
     )
 
 
@@ -98,7 +98,7 @@ async def classify_rows(
         row = fence_safe(texts[i])
         result = await scorer.score(row)
         p, error, mass = result.p_a, result.error, result.label_mass
-        if p is not None and (reason := too_little_mass(mass, min_label_mass)):
+        if p is not None and (reason := too_little_mass(mass, min_label_mass, labels)):
             p, error = None, reason
         if swapped is not None:
             other = await swapped.score(row)
