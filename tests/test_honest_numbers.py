@@ -79,6 +79,9 @@ def test_a_model_that_ranks_every_pair_right_but_leans_to_a(tmp_path: Path):
     assert mumbled["error"].startswith("label mass 0.100 below min_label_mass 0.5")
     others = predictions.filter(pl.col("p_a").is_not_null())
     assert others.height == 199 and others["label_mass"].min() == pytest.approx(0.99)
+    # and the terminal says why rows went unscored, not only how many (lines may be wrapped)
+    said = " ".join((result.stdout + result.stderr).split())
+    assert f"Unscored, 1 row(s): {mumbled['error']}" in said
     everything = metrics.filter(
         (pl.col("phase") == "final") & (pl.col("split") == "all") & (pl.col("correction") == "raw")
     ).row(0, named=True)

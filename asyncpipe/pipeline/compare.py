@@ -146,6 +146,8 @@ class Outcome:
     properties: PropertyResult | None = None
     #: said before any request was sent (a test split too small to be significant), repeated at the end
     warnings: tuple[str, ...] = ()
+    #: why final-pass rows went unscored, most frequent first: (reason, rows)
+    unscored_reasons: tuple[tuple[str, int], ...] = ()
 
 
 @functools.cache
@@ -675,6 +677,7 @@ class Run:
             self.loop_record(),
             found,
             tuple(self.warnings),
+            artifacts.unscored_reasons(predictions),
         )
 
     async def find_properties(self, selected: StepResult, split_of) -> PropertyResult:

@@ -72,6 +72,8 @@ def print_summary(outcome: Outcome, console: Console) -> None:
             markup=False,
             highlight=False,
         )
+    for reason, rows in outcome.unscored_reasons:
+        console.print(f"Unscored, {rows} row(s): {reason}", markup=False, highlight=False)
     if outcome.by_role:
         shares = [
             f"{role} {percent(s.cached_tokens / s.prompt_tokens) if s.prompt_tokens else 'n/a'}"
