@@ -1,4 +1,5 @@
-"""The command line: flags → one RunConfig → the pipeline. Nothing else happens here.
+"""The command line: flags (:mod:`asyncpipe.options`) → one typed configuration per command → the
+pipeline. Nothing else happens here: no module under ``pipeline/`` sees the parsed flags.
 
 Expected failures print one line and exit non-zero (2 for bad input or options, 1 for a fatal API
 error, 130 for Ctrl-C); finished work is kept in every case.
@@ -7,366 +8,27 @@ error, 130 for Ctrl-C); finished work is kept in every case.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 
-from asyncpipe import __version__
-from asyncpipe.config import BatchOptions, RunConfig, Templates, load_settings, model_facts
+from asyncpipe.config import (
+    CHARS_PER_TOKEN,
+    BatchOptions,
+    ClassifyConfig,
+    PoolSettings,
+    PropertiesConfig,
+    RunConfig,
+    Templates,
+    load_settings,
+)
 from asyncpipe.errors import AsyncpipeError, BatchFilesWritten, UserError
-from asyncpipe.llm.base import ClassifyMode
+from asyncpipe.model_facts import model_facts
+from asyncpipe.options import build_parser
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
-# Rows are cut by characters so that the cut is the same for every model; a token is about four
-# characters of English for the tokenizers in use (o200k_base, Llama, Qwen).
-CHARS_PER_TOKEN = 4
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors exit 2 with one line rather than the whole usage text, no flag is
-    taken by an abbreviation (a mistyped or newer flag is never read as another one: ``--classify-mode``
-    as ``--classify-model``), and an unknown flag is reported by its command's parser with the closest
-    flag that command has."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"asyncpipe: error: {message} (see '{self.prog} --help')", file=sys.stderr)
-        raise SystemExit(2)
-
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
-        parsed, extras = self.parse_known_args(args, namespace)
-        if extras:
-            command = self._command_parser(getattr(parsed, "command", None))
-            command.error(f"unrecognized arguments: {' '.join(extras)}{command.closest_flag(extras)}")
-        return parsed
-
-    def _command_parser(self, command: str | None) -> _Parser:
-        for action in self._actions:
-            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-                return action.choices[command]
-        return self
-
-    def closest_flag(self, extras: list[str]) -> str:
-        # every spelling is matched (the seed's --batch_size too), the first one is suggested
-        canonical = {
-            flag: action.option_strings[0]
-            for action in self._actions
-            for flag in action.option_strings
-            if flag.startswith("--")
-        }
-        for word in extras:
-            if word.startswith("-"):
-                match = difflib.get_close_matches(word.split("=", 1)[0], list(canonical), n=1, cutoff=0.6)
-                if match:
-                    return f"; did you mean {canonical[match[0]]}?"
-        return ""
-
-
-def _whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``minimum``, else one line saying what was expected."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a number ≥ {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _whole_number(1)
-_count = _whole_number(0)
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got '{text}'") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _classify_mode(text: str) -> str:
-    try:
-        return str(ClassifyMode.parse(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_model_options(p: argparse.ArgumentParser, *, describes: bool = True) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        help="model for "
-        + ("both roles" if describes else "classifying")
-        + ": an API model name, 'local' (embedded SmolLM2), or gguf:PATH",
-    )
-    if describes:
-        g.add_argument("--describe-model", help="model that writes descriptions (default: --model)")
-        g.add_argument("--classify-model", help="model that classifies rows (default: --model)")
-        g.add_argument(
-            "--reasoning-effort",
-            help="reasoning_effort of the describe requests, for models that take one (default: the model's "
-            "own; config/models.yaml lists each family's values)",
-        )
-    g.add_argument(
-        "--classify-mode",
-        type=_classify_mode,
-        metavar="MODE",
-        help="'logprobs' (p(A) from label logprobs) or 'sample:N' (ask N times at temperature 1, for models "
-        "without logprobs: coarse, N× the output tokens). Default: logprobs, or sample:8 for a model known "
-        "to return none",
-    )
-    g.add_argument("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else OpenAI)")
-    g.add_argument("--concurrency", type=_positive_int, help="most classify requests in flight (default 64)")
-    g.add_argument("--timeout", type=_positive_float, help="seconds one request may take (default 60)")
-    g.add_argument(
-        "--max-attempts", type=_positive_int, help="tries per request, the first included (default 5)"
-    )
-    g.add_argument("--rpm", type=_positive_float, help="requests-per-minute budget")
-    g.add_argument("--tpm", type=_positive_float, help="tokens-per-minute budget (estimated tokens)")
-    g.add_argument(
-        "--cache", type=Path, help="response cache file (default: OUTPUT/cache.sqlite); share one across runs"
-    )
-    g.add_argument("--config", type=Path, help="YAML file overriding config/default.yaml (prompts, defaults)")
-    g.add_argument("--quiet", action="store_true", help="no progress output")
-    g.add_argument(
-        "--batch-api",
-        nargs="?",
-        const="submit",
-        metavar="export|import=FILE[,FILE]",
-        help="final classification as Batch API jobs at the batch price (within 24 h); 'export' writes request "
-        "files for vllm run-batch and stops, 'import=FILES' reads its result files and continues",
-    )
-    g.add_argument(
-        "--poll-interval",
-        type=_positive_float,
-        help="seconds between polls of a batch at first, stretched while nothing changes (default 30)",
-    )
-
-
-def add_compare_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--extra-prompt", "--extra_prompt", default="", help="extra instructions for the describer"
-    )
-    p.add_argument(
-        "--output",
-        "--outout",
-        dest="output",
-        type=Path,
-        default=Path("report"),
-        help="output directory (default: report/)",
-    )
-    p.add_argument(
-        "--batch-size",
-        "--batch_size",
-        dest="batch_size",
-        type=_positive_int,
-        help="rows shown from EACH dataset per step (default 16)",
-    )
-    p.add_argument("--epochs", type=_positive_int, help="passes over the batches (default 1)")
-    p.add_argument("--max-steps", type=_positive_int, help="stop after this many describe steps")
-    p.add_argument(
-        "--patience",
-        type=_count,
-        help="stop after this many steps in a row without a lower validation loss; 0 runs every step (default 5)",
-    )
-    p.add_argument(
-        "--race",
-        choices=("on", "off"),
-        help="score each new description on a quarter of the validation rows first, the rest only if it "
-        "could still beat the best (default on)",
-    )
-    p.add_argument("--max-rows", type=_positive_int, help="use only the first N rows of each file")
-    p.add_argument(
-        "--column", help="the text column (default: first of answer, response, completion, output, text)"
-    )
-    p.add_argument("--column-b", help="B's text column, when B names it differently from A (--column)")
-    p.add_argument(
-        "--context-column",
-        default="question",
-        help="the column shown before the text as its context (default: question)",
-    )
-    p.add_argument("--context-column-b", help="B's context column, when B names it differently")
-    p.add_argument("--columns", help="several columns per row, comma-separated (e.g. system,question,answer)")
-    p.add_argument("--no-question", action="store_true", help="do not show the 'question' column as context")
-    p.add_argument(
-        "--validation-fraction", type=float, help="share of pairs held out from the describer (default 0.1)"
-    )
-    p.add_argument("--validation-max", type=int, help="most held-out rows per file (default 100)")
-    p.add_argument(
-        "--test-fraction",
-        type=float,
-        help="share of pairs kept for the final, reported accuracy only (default 0.1)",
-    )
-    p.add_argument("--test-max", type=int, help="most test rows per file (default 100)")
-    p.add_argument(
-        "--min-label-mass",
-        type=_share,
-        help="leave a row unscored when 'A' and 'B' together hold less than this share of the answer "
-        "(default 0.5)",
-    )
-    p.add_argument(
-        "--max-row-chars",
-        type=_positive_int,
-        help="cut rows longer than this many characters, visibly (default 6000)",
-    )
-    p.add_argument(
-        "--max-row-tokens", type=_positive_int, help="the same budget in tokens (about 4 characters each)"
-    )
-    p.add_argument(
-        "--describe-max-tokens", type=_positive_int, help="longest description, in tokens (default 1024)"
-    )
-    p.add_argument(
-        "--swap-labels",
-        action="store_true",
-        help="also classify with A and B swapped and average (twice the cost)",
-    )
-    p.add_argument(
-        "--properties",
-        type=_count,
-        metavar="K",
-        help="after the loop, list up to K yes/no properties and test each pair by pair (default 8; 0: off)",
-    )
-    p.add_argument(
-        "--properties-on",
-        choices=("held-out", "all"),
-        help="check the properties on the held-out rows (default) or on every row of both files",
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in OUTPUT even if its settings differ"
-    )
-    p.add_argument("--force", action="store_true", help="replace an earlier, different run in OUTPUT")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="count requests and tokens, print the estimated cost; send and write nothing",
-    )
-    add_model_options(p)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="asyncpipe", description="Find qualitative differences between two datasets with LLMs."
-    )
-    parser.add_argument("--version", action="version", version=f"asyncpipe {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser(
-        "compare", help="describe how A differs from B, and measure how well that separates them"
-    )
-    p.add_argument("file_a", type=Path, metavar="A_FILE")
-    p.add_argument("file_b", type=Path, metavar="B_FILE")
-    add_compare_options(p)
-
-    p = sub.add_parser(
-        "pairs", help="compare every pair of files (or each against a base), with one summary page"
-    )
-    p.add_argument("paths", nargs="+", metavar="DIR_OR_GLOB", help="folders (searched below), globs or files")
-    p.add_argument(
-        "--against",
-        metavar="BASE",
-        help="compare each file (as A) against this base (as B): a path or a file name",
-    )
-    p.add_argument("--by-question", action="store_true", help="pair files only within their question folder")
-    p.add_argument(
-        "--parallel-pairs", type=_positive_int, default=4, help="most pairs running at once (default 4)"
-    )
-    add_compare_options(p)
-    p.set_defaults(file_a=None, file_b=None)
-
-    p = sub.add_parser("classify", help="classify rows with a saved classify.yaml")
-    p.add_argument("classifier", type=Path, metavar="CLASSIFY_YAML")
-    p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument(
-        "file2",
-        type=Path,
-        nargs="?",
-        metavar="FILE2",
-        help="with a second file: FILE is A, FILE2 is B, and metrics are computed",
-    )
-    p.add_argument("--output", type=Path, required=True, help="output directory")
-    p.add_argument(
-        "--force", action="store_true", help="replace an earlier, different classification in OUTPUT"
-    )
-    p.add_argument("--max-rows", type=_positive_int)
-    p.add_argument(
-        "--no-question",
-        action="store_true",
-        help="show rows without the classifier's context column (for files that lack it; with a warning)",
-    )
-    p.add_argument(
-        "--columns",
-        help="show these columns instead of the classifier's (comma-separated; with a warning)",
-    )
-    add_model_options(p, describes=False)
-
-    p = sub.add_parser("batches", help="list the Batch API jobs of an output directory (--cancel: stop them)")
-    p.add_argument("directory", type=Path, metavar="DIR")
-    p.add_argument("--cancel", action="store_true", help="cancel the batches that have not finished")
-    p.add_argument(
-        "--base-url", help="the endpoint the batches were sent to (default: $OPENAI_BASE_URL, else OpenAI)"
-    )
-
-    p = sub.add_parser(
-        "properties",
-        help="test your own yes/no properties on files: prevalence per file, paired differences against a base",
-    )
-    p.add_argument(
-        "props", type=Path, metavar="PROPS_YAML", help="a list of questions, or of {name, question}"
-    )
-    p.add_argument(
-        "paths", nargs="+", metavar="FILE_DIR_OR_GLOB", help="files, folders (searched below) or globs"
-    )
-    p.add_argument("--output", type=Path, required=True, help="output directory")
-    p.add_argument(
-        "--against",
-        metavar="BASE",
-        help="compare each file with this base, pair by pair (a path or a file name)",
-    )
-    p.add_argument("--by-question", action="store_true", help="group files by question folder, as pairs does")
-    p.add_argument("--max-rows", type=_positive_int, help="check only the first N rows of each file")
-    p.add_argument(
-        "--column", help="the text column (default: first of answer, response, completion, output, text)"
-    )
-    p.add_argument("--columns", help="several columns per row, comma-separated")
-    p.add_argument("--no-question", action="store_true", help="do not show the 'question' column as context")
-    p.add_argument("--max-row-chars", type=_positive_int, help="cut rows longer than this (default 6000)")
-    p.add_argument("--force", action="store_true", help="replace an earlier, different run in OUTPUT")
-    p.add_argument("--dry-run", action="store_true", help="count the requests and their cost; send nothing")
-    add_model_options(p)
-
-    p = sub.add_parser("report", help="re-render the HTML report of an output directory (no API calls)")
-    p.add_argument("directory", type=Path, metavar="DIR")
-
-    p = sub.add_parser(
-        "demo", help="run the whole job offline on the embedded model and shipped example data"
-    )
-    p.add_argument("--output", type=Path, default=Path("demo-report"))
-    p.add_argument("--quiet", action="store_true")
-    return parser
 
 
 def read_dotenv(path: Path = Path(".env")) -> None:
@@ -405,6 +67,45 @@ def resolve_models(args: argparse.Namespace, base_url: str | None, log) -> tuple
                 "no --model and no OPENAI_API_KEY: using the embedded model (--model local); it proves the pipeline, not the finding"
             )
     return args.describe_model or model, args.classify_model or model
+
+
+#: settings a flag of the same name overrides
+FLAG_OR_SETTING = (
+    "batch_size",
+    "epochs",
+    "max_steps",
+    "patience",
+    "validation_fraction",
+    "validation_max",
+    "test_fraction",
+    "test_max",
+    "describe_max_tokens",
+    "properties",
+    "properties_on",
+    "min_label_mass",
+)
+#: settings only config/default.yaml and --config set
+SETTING_ONLY = ("history_size", "wrong_examples", "describe_temperature", "seed")
+
+
+def _pick(args: argparse.Namespace, settings: dict, name: str):
+    """The flag's value when given, else the setting's."""
+    value = getattr(args, name, None)
+    return settings[name] if value is None else value
+
+
+def pool_settings(args: argparse.Namespace, settings: dict) -> PoolSettings:
+    """Where the models are and how hard to push them, for every command that sends requests."""
+    return PoolSettings(
+        base_url=args.base_url or os.environ.get("OPENAI_BASE_URL") or None,
+        timeout=_pick(args, settings, "timeout"),
+        concurrency=_pick(args, settings, "concurrency"),
+        max_attempts=_pick(args, settings, "max_attempts"),
+        retry_base_delay=settings["retry_base_delay"],
+        retry_max_delay=settings["retry_max_delay"],
+        rpm=args.rpm,
+        tpm=args.tpm,
+    )
 
 
 def batch_options(args: argparse.Namespace, settings: dict, classify_model: str) -> BatchOptions | None:
@@ -451,16 +152,68 @@ def resolve_classify_mode(flag: str | None, classify_model: str, log) -> str:
     return str(mode)
 
 
-def build_config(args: argparse.Namespace, log) -> RunConfig:
+def build_classify_config(args: argparse.Namespace) -> ClassifyConfig:
+    """``asyncpipe classify``: its flags, over config/default.yaml and --config."""
     settings = load_settings(args.config)
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
-    describe_model, classify_model = resolve_models(args, base_url, log)
+    pool = pool_settings(args, settings)
+    files = (args.file, args.file2) if args.file2 else (args.file,)
+    batch = batch_options(
+        args, settings, args.model or ""
+    )  # the classifier's own local model: refused inside
+    return ClassifyConfig(
+        args.classifier,
+        files,
+        args.output,
+        pool,
+        model=args.model,
+        cache_path=args.cache,
+        max_rows=args.max_rows,
+        force=args.force,
+        batch=batch,
+        classify_mode=args.classify_mode,
+        no_question=args.no_question,
+        columns=_columns(args.columns),
+        min_label_mass=settings["min_label_mass"],
+    )
 
-    def pick(flag: str, key: str | None = None):
-        value = getattr(args, flag, None)
-        return settings[key or flag] if value is None else value
 
-    columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
+def build_properties_config(args: argparse.Namespace, log) -> PropertiesConfig:
+    """``asyncpipe properties``: its flags, over config/default.yaml and --config."""
+    settings = load_settings(args.config)
+    pool = pool_settings(args, settings)
+    _, model = resolve_models(args, pool.base_url, log)
+    return PropertiesConfig(
+        props=args.props,
+        paths=tuple(str(p) for p in args.paths),
+        output=args.output,
+        model=model,
+        templates=Templates.from_settings(settings["prompts"]),
+        pool=pool,
+        against=args.against,
+        by_question=args.by_question,
+        max_rows=args.max_rows,
+        text_column=args.column,
+        columns=_columns(args.columns),
+        with_question=not args.no_question,
+        max_row_chars=_pick(args, settings, "max_row_chars"),
+        min_label_mass=settings["min_label_mass"],
+        cache_path=args.cache,
+        force=args.force,
+        dry_run=args.dry_run,
+    )
+
+
+def _columns(text: str | None) -> tuple[str, ...] | None:
+    """``--columns a,b,c`` as a tuple; None when the flag was not given."""
+    return None if text is None else tuple(c.strip() for c in text.split(",") if c.strip())
+
+
+def build_config(args: argparse.Namespace, log) -> RunConfig:
+    """``asyncpipe compare`` and ``pairs``: their flags, over config/default.yaml and --config."""
+    settings = load_settings(args.config)
+    pool = pool_settings(args, settings)
+    describe_model, classify_model = resolve_models(args, pool.base_url, log)
+    columns = _columns(args.columns) or None
     model_facts(describe_model).check_effort(args.reasoning_effort)
     classify_mode = resolve_classify_mode(args.classify_mode, classify_model, log)
     batch = batch_options(args, settings, classify_model)
@@ -469,14 +222,19 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
             "--batch-api sends logprobs requests only; classify by sampling (--classify-mode "
             f"{classify_mode}) without --batch-api"
         )
+    max_row_chars = (
+        args.max_row_tokens * CHARS_PER_TOKEN
+        if args.max_row_tokens
+        else _pick(args, settings, "max_row_chars")
+    )
     return RunConfig(
         file_a=args.file_a,
         file_b=args.file_b,
         output=args.output,
         describe_model=describe_model,
         classify_model=classify_model,
-        base_url=base_url,
         templates=Templates.from_settings(settings["prompts"]),
+        pool=pool,
         extra_prompt=args.extra_prompt,
         text_column=args.column,
         text_column_b=args.column_b,
@@ -484,45 +242,25 @@ def build_config(args: argparse.Namespace, log) -> RunConfig:
         context_column_b=args.context_column_b,
         columns=columns,
         with_question=not args.no_question,
-        batch_size=pick("batch_size"),
-        epochs=pick("epochs"),
-        max_steps=pick("max_steps"),
-        patience=pick("patience"),
         race=settings["race"] if args.race is None else args.race == "on",
         max_rows=args.max_rows,
-        validation_fraction=pick("validation_fraction"),
-        validation_max=pick("validation_max"),
-        test_fraction=pick("test_fraction"),
-        test_max=pick("test_max"),
-        max_row_chars=args.max_row_tokens * CHARS_PER_TOKEN if args.max_row_tokens else pick("max_row_chars"),
-        min_label_mass=pick("min_label_mass"),
-        history_size=settings["history_size"],
-        wrong_examples=settings["wrong_examples"],
-        describe_max_tokens=pick("describe_max_tokens"),
-        describe_temperature=settings["describe_temperature"],
-        seed=settings["seed"],
-        concurrency=pick("concurrency"),
-        timeout=pick("timeout"),
-        max_attempts=pick("max_attempts"),
-        rpm=args.rpm,
-        tpm=args.tpm,
+        max_row_chars=max_row_chars,
         cache_path=args.cache,
         swap_labels=args.swap_labels,
-        properties=pick("properties"),
-        properties_on=pick("properties_on"),
         classify_mode=classify_mode,
         reasoning_effort=args.reasoning_effort,
         force=args.force,
         resume=args.resume,
         dry_run=getattr(args, "dry_run", False),
         batch=batch,
-        extra={k: settings[k] for k in ("retry_base_delay", "retry_max_delay") if k in settings},
+        **{name: _pick(args, settings, name) for name in FLAG_OR_SETTING},
+        **{name: settings[name] for name in SETTING_ONLY},
     )
 
 
 def _run(args: argparse.Namespace) -> int:
+    from asyncpipe.llm.interrupt import Stopper, run_interruptible
     from asyncpipe.llm.stats import RunStats
-    from asyncpipe.llm.stopping import Stopper, run_interruptible
     from asyncpipe.pipeline.progress import Reporter
 
     reporter = Reporter(RunStats(), quiet=getattr(args, "quiet", False))
@@ -536,23 +274,20 @@ def _run(args: argparse.Namespace) -> int:
         return anyio.run(lambda: run_interruptible(main, stopper, say))
 
     if args.command == "report":
-        from asyncpipe.report import render_report
+        from asyncpipe.report.write import render_directory
 
-        if (args.directory / "pairs.json").is_file() and not (args.directory / "run.json").is_file():
-            from asyncpipe.report.pairs_page import render_pairs_summary
+        print(render_directory(args.directory))
+        return 0
+    if args.command == "properties":
+        from asyncpipe.pipeline.properties_command import run_properties
+        from asyncpipe.prompts.properties import load_properties_file
 
-            print(render_pairs_summary(args.directory))
-            return 0
-        if not (args.directory / "run.json").is_file():
-            raise UserError(f"{args.directory}: not an asyncpipe output directory (no run.json)")
-        if (args.directory / "properties.parquet").is_file() and not (
-            args.directory / "steps.jsonl"
-        ).is_file():
-            from asyncpipe.report.properties import render_properties_page
-
-            print(render_properties_page(args.directory))
-            return 0
-        print(render_report(args.directory))
+        load_properties_file(args.props)  # a malformed file stops here, before a model is even looked for
+        properties_cfg = build_properties_config(args, reporter.log)
+        reporter.price = model_facts(properties_cfg.model).price
+        index = interruptible(lambda: run_properties(properties_cfg, reporter, stopper))
+        if not args.dry_run:
+            print(index)
         return 0
     if args.command == "batches":
         from asyncpipe.pipeline.batch_pass import batches_command
@@ -571,22 +306,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "classify":
         from asyncpipe.pipeline.classify_command import classify_saved
 
-        batch = batch_options(args, load_settings(args.config), args.model or "")  # local: refused inside
-        outcome = interruptible(lambda: classify_saved(args, reporter, stopper, batch=batch))
+        classify_cfg = build_classify_config(args)
+        outcome = interruptible(lambda: classify_saved(classify_cfg, reporter, stopper))
         print(outcome)
-        return 0
-    if args.command == "properties":
-        from asyncpipe.pipeline.prevalence import run_properties
-
-        base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
-        from asyncpipe.prompts.properties import load_properties_file
-
-        load_properties_file(args.props)  # a malformed file stops here, before a model is even looked for
-        _, model = resolve_models(args, base_url, reporter.log)
-        reporter.price = model_facts(model).price
-        index = anyio.run(lambda: run_properties(args, reporter, model, base_url))
-        if not args.dry_run:
-            print(index)
         return 0
     if args.command == "pairs":
         from asyncpipe.pipeline.pairs import run_pairs
@@ -607,7 +329,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = build_config(args, reporter.log)
     reporter.price = model_facts(cfg.classify_model).price
     from asyncpipe.pipeline.compare import compare
-    from asyncpipe.pipeline.summary import print_summary
+    from asyncpipe.pipeline.terminal_summary import print_summary
 
     if cfg.dry_run:
         from asyncpipe.pipeline.estimate import estimate_run
@@ -624,7 +346,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     read_dotenv()
     args = build_parser().parse_args(argv)
-    from asyncpipe.llm.stopping import Interrupt
+    from asyncpipe.llm.interrupt import Interrupt
 
     try:
         return _run(args)

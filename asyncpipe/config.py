@@ -1,14 +1,13 @@
 """Configuration: defaults and prompt templates from ``config/default.yaml`` (overridable with
-``--config``), model facts from ``config/models.yaml``, and the one frozen :class:`RunConfig` that the
-command line builds and passes down."""
+``--config``), and the frozen configuration of each command (:class:`RunConfig` for ``compare`` and
+``pairs``, :class:`ClassifyConfig`, :class:`PropertiesConfig`) that the command line builds and passes
+down. Facts about models are :mod:`asyncpipe.model_facts`."""
 
 from __future__ import annotations
 
-import fnmatch
-import functools
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,115 +133,6 @@ def _check_prompts(prompts: Any, known: dict | None, where: str) -> None:
 
 
 @dataclass(frozen=True)
-class Price:
-    input: float
-    cached_input: float
-    output: float
-
-    def scaled(self, factor: float) -> Price:
-        return Price(self.input * factor, self.cached_input * factor, self.output * factor)
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    name: str
-    logprobs: bool = True
-    token_param: str = "max_tokens"
-    tokenizer: str | None = None
-    price: Price | None = None
-    #: thinks before answering: its token budget must cover hidden reasoning tokens too
-    reasoning: bool = False
-    #: share of the price the provider's Batch API takes off (0.5: half price); None when unknown
-    batch_discount: float | None = None
-
-    @property
-    def batch_price(self) -> Price | None:
-        """The price of a request sent through the Batch API (the list price when no discount is known)."""
-        if self.price is None:
-            return None
-        return self.price.scaled(1.0 - (self.batch_discount or 0.0))
-
-    #: the ``reasoning_effort`` values it accepts (empty: it takes no such parameter, or unknown)
-    efforts: tuple[str, ...] = ()
-    #: the effort at which it returns logprobs (sent on classify requests); None: no effort needed
-    logprobs_effort: str | None = None
-    #: the effort it uses when a request names none
-    default_effort: str | None = None
-    #: the effort used for sampled classification (the cheapest it accepts)
-    sample_effort: str | None = None
-    #: accepts ``n`` > 1 (several answers from one request)
-    n: bool = True
-
-    def check_effort(self, effort: str | None) -> None:
-        """Refuse an effort the model is known not to accept, before anything is sent."""
-        if effort is not None and self.efforts and effort not in self.efforts:
-            raise UserError(
-                f"model '{self.name}' accepts --reasoning-effort {', '.join(self.efforts)} "
-                f"(config/models.yaml), not '{effort}'"
-            )
-
-    def sends_temperature(self, effort: str | None) -> bool:
-        """Whether a request at ``effort`` may carry temperature and seed: reasoning models refuse them,
-        except at the effort that also enables logprobs (gpt-5.1's "none")."""
-        if not self.reasoning:
-            return True
-        effective = effort if effort is not None else self.default_effort
-        return self.logprobs_effort is not None and effective == self.logprobs_effort
-
-    def reasons(self, effort: str | None) -> bool:
-        """Whether a request at ``effort`` may spend hidden reasoning tokens."""
-        effective = effort if effort is not None else self.default_effort
-        return self.reasoning and effective != "none"
-
-
-@functools.cache  # models.yaml is package data: read it once per process, not once per use
-def model_facts(model: str) -> ModelFacts:
-    """Facts for ``model``: an exact entry, else the longest listed prefix (dated snapshots such as
-    ``gpt-4o-mini-2024-07-18``), else the defaults. Provider prefixes like ``openai/`` are ignored."""
-    data = read_yaml(config_dir() / "models.yaml", "model facts")
-    defaults = data.get("defaults", {})
-    models = data.get("models", {})
-    key = _family(model.split("/")[-1], models)
-    entry = {**defaults, **(models.get(key, {}) if key else {})}
-    price = entry.get("price")
-    efforts = entry.get("efforts") or ()
-    return ModelFacts(
-        name=model,
-        logprobs=bool(entry.get("logprobs", True)),
-        token_param=str(entry.get("token_param", "max_tokens")),
-        tokenizer=entry.get("tokenizer"),
-        price=Price(**price) if price else None,
-        reasoning=bool(entry.get("reasoning", False)),
-        batch_discount=float(entry["batch_discount"]) if entry.get("batch_discount") is not None else None,
-        efforts=tuple(str(e) for e in efforts),
-        logprobs_effort=entry.get("logprobs_effort"),
-        default_effort=entry.get("default_effort"),
-        sample_effort=entry.get("sample_effort"),
-        n=bool(entry.get("n", True)),
-    )
-
-
-def _family(bare: str, models: dict[str, Any]) -> str | None:
-    """The entry a model name takes its facts from: the exact name, else the listed name or glob that
-    matches with the most literal characters. Dated snapshots (gpt-4o-mini-2024-07-18) and variants
-    (gpt-5.1-mini) take their family's entry by prefix; "gpt-5.*" catches later point releases (gpt-5.3)
-    ahead of "gpt-5", whose prefix is shorter, but behind "gpt-5.1" for gpt-5.1-mini."""
-    if bare in models:
-        return bare
-    best: tuple[int, str] | None = None
-    for name in models:
-        if "*" in name:
-            literal = name.split("*", 1)[0]
-            hit = fnmatch.fnmatchcase(bare, name)
-        else:
-            literal = name
-            hit = bare.startswith((name + "-", name + "."))
-        if hit and (best is None or len(literal) > best[0]):
-            best = (len(literal), name)
-    return best[1] if best else None
-
-
-@dataclass(frozen=True)
 class Templates:
     describe_system: str
     describe_user: str
@@ -262,6 +152,78 @@ class Templates:
             raise UserError(f"prompt template {exc.args[0]} is missing from the configuration") from None
 
 
+#: characters per token, for rough token counts where no tokenizer is at hand: about four characters of
+#: English for the tokenizers in use (o200k_base, Llama, Qwen)
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """How to reach the models and how hard to push them: what one model pool is built from."""
+
+    #: an OpenAI-compatible endpoint (None: OpenAI itself, or the embedded model)
+    base_url: str | None = None
+    #: seconds one request may take
+    timeout: float = 60.0
+    #: the adaptive limiter's ceiling: most requests in flight per model
+    concurrency: int = 64
+    #: tries per request, the first included; waits between them back off from base to max seconds
+    max_attempts: int = 5
+    retry_base_delay: float = 1.0
+    retry_max_delay: float = 60.0
+    #: budgets of the user's own, per minute (None: only the server's limits)
+    rpm: float | None = None
+    tpm: float | None = None
+
+
+@dataclass(frozen=True)
+class PropertiesConfig:
+    """``asyncpipe properties``: the user's own yes/no properties checked on files (no describe step)."""
+
+    props: Path
+    #: files, folders (searched below) or globs, as ``pairs`` takes them
+    paths: tuple[str, ...]
+    output: Path
+    model: str
+    templates: Templates
+    pool: PoolSettings = PoolSettings()
+    against: str | None = None
+    by_question: bool = False
+    max_rows: int | None = None
+    text_column: str | None = None
+    columns: tuple[str, ...] | None = None
+    with_question: bool = True
+    max_row_chars: int = 6000
+    min_label_mass: float = 0.5
+    cache_path: Path | None = None
+    force: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """``asyncpipe classify``: a saved classifier applied to one file, or to two (A and B, with metrics).
+    ``model`` and ``pool.base_url`` are the flags' (None: the classifier's model; no address)."""
+
+    classifier: Path
+    files: tuple[Path, ...]
+    output: Path
+    pool: PoolSettings
+    model: str | None = None
+    cache_path: Path | None = None
+    max_rows: int | None = None
+    force: bool = False
+    #: --batch-api (None: online)
+    batch: BatchOptions | None = None
+    #: --classify-mode (None: the classifier's own)
+    classify_mode: str | None = None
+    #: --no-question / --columns: show rows otherwise than the classifier was chosen on (with a warning)
+    no_question: bool = False
+    columns: tuple[str, ...] | None = None
+    #: the threshold for a classify.yaml written before it kept its own
+    min_label_mass: float = 0.5
+
+
 @dataclass(frozen=True)
 class BatchOptions:
     """``--batch-api``: how the final classification is sent. ``mode`` is ``submit`` (the provider's Batch
@@ -279,14 +241,18 @@ class BatchOptions:
 class RunConfig:
     """Everything a comparison needs, resolved once from flags, files and environment."""
 
+    #: row i of A is compared with row i of B
     file_a: Path
     file_b: Path
     output: Path
+    #: the model that writes descriptions and the one that classifies rows (often the same)
     describe_model: str
     classify_model: str
-    base_url: str | None
     templates: Templates
+    #: where the models are and how hard to push them (``base_url`` is part of the fingerprint)
+    pool: PoolSettings = PoolSettings()
     extra_prompt: str = ""
+    # what a row is (data/load.py, data/render.py)
     text_column: str | None = None
     #: B's text column when it is named differently from A's (--column-b)
     text_column_b: str | None = None
@@ -295,31 +261,28 @@ class RunConfig:
     context_column_b: str | None = None
     columns: tuple[str, ...] | None = None
     with_question: bool = True
+    max_rows: int | None = None
+    max_row_chars: int = 6000
+    # the plan (data/pairing.py)
     batch_size: int = 16
     epochs: int = 1
     max_steps: int | None = None
-    #: end the describe loop after this many steps without a lower validation loss (0: never)
-    patience: int = 5
-    #: score a new description on a quarter of the validation rows first (see metrics/stopping.py)
-    race: bool = True
-    max_rows: int | None = None
     validation_fraction: float = 0.1
     validation_max: int = 100
     test_fraction: float = 0.1
     test_max: int = 100
-    max_row_chars: int = 6000
+    seed: int = 0
+    #: end the describe loop after this many steps without a lower validation loss (0: never)
+    patience: int = 5
+    #: score a new description on a quarter of the validation rows first (see metrics/stopping.py)
+    race: bool = True
+    #: a row whose 'A'+'B' hold less of the answer than this is unscored (see llm/labels.py)
     min_label_mass: float = 0.5
+    # what the describer is shown and how it answers (pipeline/describe.py)
     history_size: int = 3
     wrong_examples: int = 4
     describe_max_tokens: int = 1024
     describe_temperature: float = 0.7
-    seed: int = 0
-    concurrency: int = 64
-    timeout: float = 60.0
-    max_attempts: int = 5
-    rpm: float | None = None
-    tpm: float | None = None
-    cache_path: Path | None = None
     swap_labels: bool = False
     #: yes/no properties listed and checked after the loop (0: none), and on which rows
     properties: int = 8
@@ -328,18 +291,24 @@ class RunConfig:
     classify_mode: str = "logprobs"
     #: the describer's reasoning_effort (None: the model's own default)
     reasoning_effort: str | None = None
+    # the output directory
+    cache_path: Path | None = None
     force: bool = False
     resume: bool = False
     dry_run: bool = False
     #: the final pass through the Batch API (None: online); not part of the fingerprint, since the
     #: answers are the same either way
     batch: BatchOptions | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str | None:
+        return self.pool.base_url
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved configuration for run.json: plain values, paths as strings, no secrets."""
         out: dict[str, Any] = {}
-        for key, value in asdict(self).items():
+        values = asdict(self)
+        for key, value in {**values.pop("pool"), **values}.items():
             if isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):

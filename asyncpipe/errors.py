@@ -1,10 +1,12 @@
 """Errors, arranged by what the caller can do about them (the way httpx arranges its own).
 
 - :class:`UserError`: the input or the options are wrong. The user fixes them; exit code 2.
-- :class:`FatalAPIError`: the API refused in a way that retrying cannot fix (bad key, unknown model,
-  exhausted quota). The run stops at once, keeps finished work, exit code 1.
-- :class:`RequestRejected`: the API refused one request for its content (400, 413, 422). That row is
-  unscored with the reason; other rows go on.
+- :class:`APIRefusal`: the API said no, and retrying cannot change it. Two kinds, by what follows:
+
+  - :class:`FatalAPIError`: the refusal covers the whole run (bad key, unknown model, exhausted quota).
+    The run stops at once, keeps finished work, exit code 1.
+  - :class:`RequestRejected`: the API refused one request for its content (400, 413, 422). That row is
+    unscored with the reason; other rows go on.
 - :class:`RetryableAPIError`: a passing fault (rate limit, 5xx, timeout, broken connection, a reply that
   cannot be parsed). The retry policy owns it; it never reaches the user unless retries run out.
 
@@ -26,8 +28,9 @@ class UserError(AsyncpipeError):
     exit_code = 2
 
 
-class FatalAPIError(AsyncpipeError):
-    """The API refused for good (401, 403, 404, 400, insufficient quota). Exit code 1."""
+class APIRefusal(AsyncpipeError):
+    """The API said no, and asking again the same way cannot change that. ``status`` is the HTTP
+    status, ``code`` the error code the API gave (e.g. ``insufficient_quota``), when there were any."""
 
     exit_code = 1
 
@@ -37,17 +40,14 @@ class FatalAPIError(AsyncpipeError):
         self.code = code
 
 
-class RequestRejected(AsyncpipeError):
+class FatalAPIError(APIRefusal):
+    """The API refused for good (401, 403, 404, 400, insufficient quota). Exit code 1."""
+
+
+class RequestRejected(APIRefusal):
     """The API refused this one request (HTTP 400, 413, 422: a content filter, a prompt over the
     context length). Retrying the same request cannot help, but other requests may well succeed: a
     classify request ends as an unscored row with the reason; a describe request stops the run."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class RetryableAPIError(AsyncpipeError):
@@ -78,9 +78,3 @@ class BatchFilesWritten(AsyncpipeError):
     purpose, saying how to run them and how to continue. Exit code 0."""
 
     exit_code = 0
-
-
-class Interrupted(AsyncpipeError):
-    """The user pressed Ctrl-C; finished work has been saved. Exit code 130."""
-
-    exit_code = 130

@@ -53,13 +53,14 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from asyncpipe.config import Templates, load_settings, model_facts
+from asyncpipe.config import Templates, load_settings
 from asyncpipe.llm.cache import ResponseCache
 from asyncpipe.llm.client import LLMClient
 from asyncpipe.llm.limiter import AdaptiveLimiter
 from asyncpipe.llm.openai_http import OpenAIHTTPProvider
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.model_facts import model_facts
 from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.prompts.build import classify_messages, with_row
 

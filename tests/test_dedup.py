@@ -6,6 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from asyncpipe.config import PoolSettings
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.pipeline.fanout import classify_rows
@@ -21,7 +22,7 @@ MESSAGES = [
 def make_pool(base_url, tmp_path):
     from asyncpipe.llm.pool import ModelPool
 
-    pool = ModelPool(base_url=base_url, api_key="k", timeout=10, concurrency=32, policy=RetryPolicy(3))
+    pool = ModelPool(PoolSettings(base_url, timeout=10, concurrency=32), api_key="k", policy=RetryPolicy(3))
     pool.provider("fake-model", "classify")
     pool.open_cache(tmp_path / "cache.sqlite")
     return pool

@@ -17,15 +17,17 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from asyncpipe.config import Templates, load_settings, model_facts
+from asyncpipe.config import Templates, load_settings
 from asyncpipe.errors import FatalAPIError, RetryableAPIError
-from asyncpipe.llm.base import LabelScore, SlotPrompt, Usage
-from asyncpipe.llm.cache import SLOT, ResponseCache, SlotKey, cache_key
+from asyncpipe.llm.base import SLOT, LabelScore, SlotPrompt, Usage
+from asyncpipe.llm.cache import ResponseCache, SlotKey, cache_key
 from asyncpipe.llm.client import CLASSIFY_PARAMS, LLMClient, score_json
+from asyncpipe.llm.http_errors import parse_duration, retry_hint
 from asyncpipe.llm.limiter import INFER_MIN_PER_SECOND, INFERRED_TTL, AdaptiveLimiter
-from asyncpipe.llm.openai_http import OpenAIHTTPProvider, parse_duration, retry_hint
+from asyncpipe.llm.openai_http import OpenAIHTTPProvider
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.model_facts import model_facts
 from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, classify_messages, fence_safe, with_row
 from tests.fake_openai import FakeOpenAI, ServerThread, row_of

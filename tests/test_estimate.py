@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from asyncpipe.cli import build_config, build_parser
-from asyncpipe.config import ModelFacts
-from asyncpipe.pipeline import estimate
-from asyncpipe.pipeline.estimate import estimate_run, token_counter
+from asyncpipe.model_facts import ModelFacts
+from asyncpipe.pipeline import token_count
+from asyncpipe.pipeline.estimate import estimate_run
+from asyncpipe.pipeline.token_count import token_counter
 from tests.conftest import fake_compare, run_cli
 
 ARGS = ("--batch-size", "8", "--max-steps", "3", "--quiet")
@@ -79,7 +80,7 @@ def test_prices_come_from_the_model_facts(files, tmp_path: Path):
 
 
 def test_without_tiktoken_files_tokens_are_estimated_and_said_so(monkeypatch):
-    monkeypatch.setattr(estimate, "_load_encoding", lambda name: (None, "ConnectionError"))
+    monkeypatch.setattr(token_count, "_load_encoding", lambda name: (None, "ConnectionError"))
     counter = token_counter(ModelFacts("gpt-4o", tokenizer="o200k_base"))
     assert not counter.exact
     assert counter.count("abcdefgh") == 2

@@ -89,9 +89,11 @@ def test_a_model_that_ranks_every_pair_right_but_leans_to_a(tmp_path: Path):
     assert everything["n_pairs"] == 99  # the pair of the unscored row is not a pair
 
     # both figures in the terminal summary, pair accuracy first
-    from asyncpipe.pipeline.summary import split_line
+    from asyncpipe.pipeline.terminal_summary import split_line
+    from asyncpipe.records import Summary
 
-    line = split_line("test", run["final"]["raw"]["test"], run["final"]["corrected"]["test"])
+    raw, corrected = run["final"]["raw"]["test"], run["final"]["corrected"]["test"]
+    line = split_line("test", Summary.from_dict(raw), Summary.from_dict(corrected))
     assert line.startswith(f"test (40 rows, {pairs} pairs): pair accuracy 100.0%")
     assert "accuracy 50.0%" in line and "coverage 100.0%" in line
     assert " ".join(line.split()) in " ".join(result.stderr.split())  # printed (maybe wrapped)

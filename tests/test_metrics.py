@@ -13,12 +13,12 @@ import pytest
 from asyncpipe.metrics import (
     apply_bias_offset,
     binomial_p_greater,
-    correct_probability,
     fit_bias_offset,
     reliability_bins,
     summarize,
     wilson_interval,
 )
+from asyncpipe.metrics.scores import EPS
 
 SUMMARY_KEYS = {
     "n",
@@ -64,6 +64,20 @@ INT_KEYS = {
     "pair_losses",
     "pair_ties",
 }
+
+
+def correct_probability(p: float, offset: float) -> float:
+    """The correction worked out for one probability with the math module: the reference the polars
+    expression is checked against."""
+    if not 0.0 <= p <= 1.0:  # also rejects NaN
+        raise ValueError(f"probability must lie in [0, 1], got {p}")
+    clipped = min(max(p, EPS), 1.0 - EPS)
+    x = math.log(clipped) - math.log1p(-clipped) - offset
+    # Two branches so exp never overflows for a large offset.
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
 
 
 def frame(labels: list[str], p_a: list[float | None]) -> pl.DataFrame:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from asyncpipe.config import Templates, load_settings, model_facts
+from asyncpipe.config import Templates, load_settings
 from asyncpipe.errors import FatalAPIError, UserError
 from asyncpipe.llm.base import LOGPROBS, ClassifyMode
 from asyncpipe.llm.cache import ResponseCache
@@ -21,6 +21,7 @@ from asyncpipe.llm.openai_http import REASONING_ALLOWANCE, OpenAIHTTPProvider
 from asyncpipe.llm.registry import check_can_classify, default_classify_mode
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.model_facts import model_facts
 from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.prompts.build import classify_messages, with_row
 from tests.fake_openai import FakeOpenAI, ServerThread, is_sample
@@ -215,7 +216,7 @@ def test_default_mode_and_refusals():
 
 def test_drain_keeps_the_answers_in_flight_and_sends_nothing_more(tmp_path):
     """Stopping: the requests already sent finish and are cached; no new request leaves."""
-    from asyncpipe.llm.stopping import Stopper
+    from asyncpipe.llm.interrupt import Stopper
 
     fake = FakeOpenAI(latency=0.2)
     rows = [f"row {i} apple" for i in range(40)]

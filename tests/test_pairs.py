@@ -13,7 +13,6 @@ import pytest
 
 from asyncpipe.errors import UserError
 from asyncpipe.llm.cache import ResponseCache
-from asyncpipe.pipeline.pairs import flat_row
 from asyncpipe.pipeline.pairs_plan import plan_pairs
 from tests.conftest import REPO, fruit_rows, run_cli, start_cli, write_jsonl
 from tests.fake_openai import FakeOpenAI, ServerThread
@@ -431,6 +430,7 @@ def _pair_entry(a: str, b: str, split: str, p: float | None) -> dict:
 
 def test_the_page_names_each_split_and_marks_significance_by_the_holm_adjusted_p_only():
     from asyncpipe.pipeline.pairs import with_holm
+    from asyncpipe.records import PairRecord, PairsRecord
     from asyncpipe.report.pairs_page import pairs_page
 
     entries = [
@@ -440,13 +440,13 @@ def test_the_page_names_each_split_and_marks_significance_by_the_holm_adjusted_p
         _pair_entry("a", "d", "test", None),  # failed: no test, not counted
     ]
     # every raw p is below 0.05; Holm over the 3 tests: 0.01·3, max(0.03·2, 0.03), max(0.04, 0.06)
-    pairs, correction = with_holm(entries)
-    assert [p["pair_p_value_holm"] for p in pairs] == pytest.approx([0.03, 0.06, 0.06, None])
-    assert [p["significant"] for p in pairs] == [True, False, False, None]
+    pairs, correction = with_holm(tuple(PairRecord.from_dict(e) for e in entries))
+    assert [p.pair_p_value_holm for p in pairs] == pytest.approx([0.03, 0.06, 0.06, None])
+    assert [p.significant for p in pairs] == [True, False, False, None]
     assert correction["tests"] == 3 and correction["significant"] == 1
-    page = pairs_page({"status": "complete", "pairs": pairs, "multiple_testing": correction})
+    page = pairs_page(PairsRecord("complete", pairs=pairs, multiple_testing=correction))
     assert "validation split · 20 pairs" in page and "test split · 20 pairs" in page
     assert page.count('class="sig"') == 2  # one significant pair, shown in both triangles
     assert "Holm-adjusted over the 3 one-sided pair sign test(s)" in page and "1 of 3" in page
-    table = flat_row(pairs[1])
+    table = pairs[1].flat_row()
     assert (table["held_out_split"], table["significant"]) == ("validation", False)

@@ -9,7 +9,7 @@ import pytest
 
 from asyncpipe.errors import UserError
 from asyncpipe.llm.labels import YES_NO, p_first_from_top_logprobs
-from asyncpipe.metrics.properties import (
+from asyncpipe.metrics.prevalence import (
     PairedCounts,
     bh_q_values,
     newcombe_paired_interval,
@@ -169,7 +169,7 @@ def test_props_file_takes_questions_and_records(tmp_path: Path):
 
 
 def test_report_section_escapes_properties_and_rows(tmp_path: Path):
-    from asyncpipe.report.properties import properties_section
+    from asyncpipe.report.properties_page import properties_section
 
     evil = "<script>alert(1)</script>"
     scores = _scores("P1", [True, True, False], [False, True, False])

@@ -483,7 +483,8 @@ def test_chromium_shows_note_when_plotly_js_is_missing(tmp_path: Path, chromium:
 
 
 def test_histogram_and_reliability_tables() -> None:
-    from asyncpipe.report.tables import histogram_counts, reliability_bins
+    from asyncpipe.metrics import reliability_bins
+    from asyncpipe.report.tables import histogram_counts
 
     frame = pl.DataFrame(
         {"label": ["A", "A", "A", "B", "B"], "p": [0.0, 0.97, 1.0, 0.02, None], "p_a": [0.1] * 5},
@@ -493,10 +494,10 @@ def test_histogram_and_reliability_tables() -> None:
     assert counts.height == 20 and counts["count"].sum() == 3
     assert counts.filter(pl.col("bin") == 19)["count"].item() == 2  # p = 1.0 falls in the last bin
     assert histogram_counts(frame, "B", "p", bins=20)["count"].sum() == 1  # unscored row left out
-    bins = reliability_bins(frame, "p", bins=10)
-    assert bins["count"].sum() == 4
-    assert bins.filter(pl.col("bin") == 9)["fraction_a"].item() == 1.0
-    assert bins.filter(pl.col("bin") == 0)["fraction_a"].item() == pytest.approx(0.5)
+    bins = reliability_bins(frame, 10, p_column="p")  # the figure's table
+    assert bins["n"].sum() == 4
+    assert bins.filter(pl.col("bin_low") == 0.9)["frac_a"].item() == 1.0
+    assert bins.filter(pl.col("bin_low") == 0.0)["frac_a"].item() == pytest.approx(0.5)
 
 
 def test_final_from_run_json_when_metrics_has_no_final_rows(tmp_path: Path) -> None:

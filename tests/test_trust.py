@@ -124,8 +124,9 @@ def test_describe_prompt_fits_a_small_context_by_cutting_every_example(tmp_path)
     import anyio
 
     from asyncpipe.cli import build_config, build_parser
+    from asyncpipe.llm.pool import build_pool
     from asyncpipe.llm.stats import RunStats
-    from asyncpipe.pipeline.compare import compare, make_pool
+    from asyncpipe.pipeline.compare import compare
     from asyncpipe.pipeline.progress import Reporter
 
     a = write_jsonl(tmp_path / "a.jsonl", [{"answer": "apple " * 300 + str(i)} for i in range(12)])
@@ -154,7 +155,7 @@ def test_describe_prompt_fits_a_small_context_by_cutting_every_example(tmp_path)
         cfg = build_config(args, lambda _m: None)
 
         async def run_with_small_context():
-            pool = make_pool(cfg, api_key="unused")
+            pool = build_pool(cfg.pool, api_key="unused")
             pool.provider("fake-model", "classify").context_tokens = 1500  # a small local model's window
             try:
                 await compare(cfg, Reporter(RunStats(), quiet=True), pool=pool)

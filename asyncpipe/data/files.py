@@ -46,6 +46,14 @@ def _is_output_dir(directory: str) -> bool:
     )
 
 
+def matches(member: Member, base: str) -> bool:
+    """Whether ``base`` (the value of ``--against``: a display name, a file name or stem, or a path)
+    names ``member``."""
+    return base in (member.name, member.path.stem, member.path.name) or (
+        os.path.exists(base) and os.path.abspath(member.path) == os.path.abspath(base)
+    )
+
+
 def question_of(path: str, root: str) -> str:
     rel = Path(os.path.relpath(path, root)).parts
     return rel[0] if len(rel) > 1 else Path(os.path.abspath(root)).name or "root"

@@ -8,10 +8,18 @@ layered on top by :mod:`asyncpipe.llm.client`, never inside a provider.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from asyncpipe.llm.labels import AB, LabelSet
+
+if TYPE_CHECKING:
+    from asyncpipe.llm.batch.api import BatchAPI
+
+#: stands for the row while the shared part of a classify request is encoded once (request body, cache
+#: key): private-use characters, which JSON leaves as they are and no prompt is expected to hold
+SLOT = "\ue000asyncpipe-slot\ue001"
 
 
 class Message(TypedDict):
@@ -132,8 +140,12 @@ class SlotPrompt:
         return [*self.head, {"role": self.role, "content": content}]
 
 
-class Provider(Protocol):
-    """What every model backend implements (OpenAI-compatible HTTP, embedded llama.cpp)."""
+class Provider:
+    """What every model backend implements (OpenAI-compatible HTTP, embedded llama.cpp), in one place.
+
+    A provider sets ``model``, ``cache_identity`` and ``max_concurrency`` and implements
+    ``score_labels`` and ``generate``. Everything else is optional, with the default here: a provider
+    overrides what it can do better."""
 
     #: model name as recorded in outputs
     model: str
@@ -141,22 +153,36 @@ class Provider(Protocol):
     cache_identity: str
     #: how many requests this backend can usefully run at once (1 for an in-process model)
     max_concurrency: int
+    #: the model's context window in tokens, when known: the describe prompt is then cut to fit it
+    context_tokens: int | None = None
+    #: requests per minute the server says this key may send, when it says: the limiter paces itself to it
+    server_rpm: float | None = None
 
     async def score_labels(self, messages: list[Message], labels: LabelSet = AB) -> LabelScore:
         """Classify: ask for one token and return p(first label), e.g. p('A') over {'A', 'B'}."""
-        ...
+        raise NotImplementedError
+
+    def prepare_score(
+        self, prompt: SlotPrompt, labels: LabelSet = AB
+    ) -> Callable[[str], Awaitable[LabelScore]] | None:
+        """For speed: ``score(fill)`` that behaves exactly like ``score_labels(prompt.messages(fill),
+        labels)``, with the part shared by every row prepared once. None (the default): each row goes
+        through ``score_labels``."""
+        return None
 
     async def sample_labels(self, messages: list[Message], n: int) -> LabelScore:
         """Classify by sampling: ask for the label ``n`` times at temperature 1 and return the smoothed
         share of 'A' (method ``"sampled"``)."""
-        ...
+        raise NotImplementedError
 
-    # Optional, for speed: ``prepare_score(prompt: SlotPrompt, labels=AB)`` returning an async
-    # ``score(fill)`` that behaves exactly like ``score_labels(prompt.messages(fill), labels)``. The client
-    # uses it when present.
-    # Optional, for ``--batch-api`` (an HTTP provider; the embedded model is refused before a run starts):
-    # ``prepare_body(prompt)`` returning ``body(fill)``, the exact bytes ``score_labels`` would POST, and
-    # ``batch_api()`` returning the endpoint's :class:`~asyncpipe.llm.batch.api.BatchAPI`.
+    def prepare_body(self, prompt: SlotPrompt) -> Callable[[str], bytes]:
+        """For ``--batch-api``: ``body(fill)``, the exact bytes ``score_labels(prompt.messages(fill))``
+        would POST. Only an HTTP provider has them (the embedded model is refused before a run starts)."""
+        raise NotImplementedError(f"{type(self).__name__} sends no HTTP requests")
+
+    def batch_api(self) -> BatchAPI:
+        """For ``--batch-api``: the endpoint's Batch API (files and batch jobs)."""
+        raise NotImplementedError(f"{type(self).__name__} has no Batch API")
 
     async def generate(
         self,
@@ -168,6 +194,7 @@ class Provider(Protocol):
         reasoning_effort: str | None = None,
     ) -> Generation:
         """Describe: return free text (``reasoning_effort``: None for the model's own default)."""
-        ...
+        raise NotImplementedError
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release what the provider holds (an HTTP session, a loaded model)."""

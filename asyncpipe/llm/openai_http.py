@@ -17,109 +17,30 @@ into :attr:`OpenAIHTTPProvider.server_rpm`, so the client can pace itself withou
 
 from __future__ import annotations
 
-import email.utils
 import json
-import re
-import time
 from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring_ascii  # what json.dumps (ensure_ascii) escapes strings with
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from asyncpipe.config import ModelFacts
-from asyncpipe.errors import FatalAPIError, RequestRejected, RetryableAPIError, UserError
-from asyncpipe.llm.base import Generation, LabelScore, Message, SlotPrompt, Usage
+from asyncpipe.errors import RetryableAPIError, UserError
+from asyncpipe.llm.base import SLOT, Generation, LabelScore, Message, Provider, SlotPrompt, Usage
+from asyncpipe.llm.http_errors import error_for, parse_rpm
 from asyncpipe.llm.labels import AB, LabelSet, implausible_logprobs, p_a_from_samples, read_top_logprobs
+from asyncpipe.model_facts import ModelFacts
 
 if TYPE_CHECKING:
     from asyncpipe.llm.batch.api import BatchAPI
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-RETRYABLE_STATUS = {408, 409, 425, 429}
 # hidden reasoning tokens allowed to a reasoning model's describe answer, on top of --describe-max-tokens
 REASONING_ALLOWANCE = 16_000
 # the same for one sampled label from a reasoning model at its cheapest effort (hidden tokens, then 'A')
 SAMPLE_REASONING_ALLOWANCE = 2_048
 # tokens a sampled answer may take: 'A' is one token, a little room shows what else a model says
 SAMPLE_MAX_TOKENS = 4
-# refusals of one request for what it holds (content filter, context length): not the whole run's fault
-REJECTED_STATUS = {400, 413, 422}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)", re.IGNORECASE)
-# 429 codes that no amount of waiting fixes
-PERMANENT_429 = {"insufficient_quota", "credit_limit", "billing_hard_limit_reached"}
-_SLOT = "\ue000asyncpipe-slot\ue001"
 _JSON = json.JSONEncoder(separators=(",", ":"))
-
-
-def parse_duration(text: str) -> float | None:
-    """'6m0s' → 360, '1.5s' → 1.5, '20ms' → 0.02 (the x-ratelimit-reset-* format)."""
-    parts = _DURATION.findall(text.strip())
-    if not parts:
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(value) * scale[unit] for value, unit in parts)
-
-
-def retry_hint(headers: Any, message: str = "", kind: str | None = None) -> float | None:
-    """Seconds to wait, from the headers a 429/503 carries, else from the error message.
-
-    Order: ``retry-after-ms``, ``retry-after``, the message's "try again in …" (it speaks of the limit
-    that was hit), then the ``x-ratelimit-reset-*`` header of the exhausted limit (``kind`` is the error's
-    type, "requests" or "tokens"). Taking the larger of both resets would make a run wait minutes for a
-    token window when only the request window (milliseconds) was exhausted."""
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return float(ms) / 1000.0
-        except ValueError:
-            pass
-    if (after := headers.get("retry-after")) is not None:
-        try:
-            return float(after)
-        except ValueError:
-            try:  # an HTTP date; anything else is ignored (parsedate_to_datetime raises on it)
-                parsed = email.utils.parsedate_to_datetime(after) if after else None
-            except (TypeError, ValueError):
-                parsed = None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
-    if match := _TRY_AGAIN.search(message):
-        value = float(match.group(1))
-        return value / 1000.0 if match.group(2).lower() == "ms" else value
-    names = {"requests": ("requests",), "tokens": ("tokens",)}.get(kind or "", ("requests", "tokens"))
-    resets = [
-        parse_duration(headers[f"x-ratelimit-reset-{n}"])
-        for n in names
-        if headers.get(f"x-ratelimit-reset-{n}")
-    ]
-    resets = [r for r in resets if r is not None]
-    # without a type, the shorter wait: a retry that comes too early costs one more 429, not minutes
-    return min(resets) if resets else None
-
-
-def error_fields(raw: bytes) -> tuple[str, str | None, str | None]:
-    """(message, type, code) from an OpenAI-style error body, tolerating anything else."""
-    try:
-        body = json.loads(raw)
-        error = body.get("error", body) if isinstance(body, dict) else {}
-        if isinstance(error, str):
-            return error, None, None
-        return (
-            str(error.get("message") or raw[:200].decode("utf-8", "replace")),
-            error.get("type"),
-            error.get("code"),
-        )
-    except (ValueError, AttributeError):
-        return raw[:200].decode("utf-8", "replace").strip() or "(empty body)", None, None
-
-
-def _parse_rpm(value: str) -> float | None:
-    try:
-        rpm = float(value)
-    except ValueError:
-        return None
-    return rpm if rpm > 0 else None
 
 
 def _usage(body: dict) -> Usage:
@@ -167,7 +88,7 @@ def _sampled_answers(body: dict[str, Any]) -> list[str]:
     return [str(((c or {}).get("message") or {}).get("content") or "") for c in choices]
 
 
-class OpenAIHTTPProvider:
+class OpenAIHTTPProvider(Provider):
     """A model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
 
     max_concurrency = 1_000_000
@@ -232,7 +153,7 @@ class OpenAIHTTPProvider:
         value = headers.get("x-ratelimit-limit-requests")
         if value is not None and value != self._rpm_header:
             self._rpm_header = value
-            self.server_rpm = _parse_rpm(value)
+            self.server_rpm = parse_rpm(value)
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._post_bytes(_JSON.encode(body).encode("ascii"))
@@ -250,33 +171,7 @@ class OpenAIHTTPProvider:
             if not isinstance(parsed, dict):
                 raise RetryableAPIError("the answer is not a JSON object", status=status)
             return parsed
-        message, kind, code = error_fields(raw)
-        where = f"{self.base_url} ({self.model})"
-        if status == 429:
-            if code in PERMANENT_429 or kind in PERMANENT_429:
-                raise FatalAPIError(f"{where}: quota exhausted: {message}", status=status, code=code or kind)
-            raise RetryableAPIError(
-                f"rate limited (429): {message}",
-                status=status,
-                retry_after=retry_hint(headers, message, kind),
-                rate_limited=True,
-            )
-        if status in RETRYABLE_STATUS or status >= 500:
-            raise RetryableAPIError(
-                f"HTTP {status}: {message}", status=status, retry_after=retry_hint(headers, message)
-            )
-        if status in (401, 403):
-            raise FatalAPIError(
-                f"{where}: not authorised (HTTP {status}): {message}; check OPENAI_API_KEY", status=status
-            )
-        if status == 404:
-            raise FatalAPIError(
-                f"{where}: not found (HTTP 404): {message}; check --model and --base-url", status=status
-            )
-        if status in REJECTED_STATUS:
-            label = f"HTTP {status}" + (f" {code}" if code else "")
-            raise RequestRejected(f"refused by the API ({label}): {message}", status=status, code=code)
-        raise FatalAPIError(f"{where}: request refused (HTTP {status}): {message}", status=status, code=code)
+        raise error_for(status, headers, raw, f"{self.base_url} ({self.model})")
 
     def classify_body(self, messages: list[Message]) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -334,8 +229,8 @@ class OpenAIHTTPProvider:
     def prepare_body(self, prompt: SlotPrompt) -> Callable[[str], bytes]:
         """``body(fill)``: the encoded classify request for ``prompt.messages(fill)``, exactly the bytes
         :meth:`score_labels` would send (the Batch API sends them too), the shared part encoded once."""
-        text = _JSON.encode(self.classify_body(prompt.messages(_SLOT)))
-        slot = encode_basestring_ascii(_SLOT)[1:-1]
+        text = _JSON.encode(self.classify_body(prompt.messages(SLOT)))
+        slot = encode_basestring_ascii(SLOT)[1:-1]
         at = text.find(slot)
         if not prompt.has_slot or at < 0 or text.find(slot, at + 1) >= 0:
             constant = text.encode("ascii")

@@ -9,42 +9,35 @@ request and token counts stay its own.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from asyncpipe.config import PoolSettings
 from asyncpipe.llm.base import LOGPROBS, ClassifyMode, Provider
 from asyncpipe.llm.cache import ResponseCache
 from asyncpipe.llm.client import LLMClient
+from asyncpipe.llm.interrupt import Stopper
 from asyncpipe.llm.limiter import AdaptiveLimiter
 from asyncpipe.llm.registry import check_can_classify, make_provider
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
-from asyncpipe.llm.stopping import Stopper
 
 
 def build_pool(
+    settings: PoolSettings,
     *,
-    base_url: str | None,
-    api_key: str | None,
-    timeout: float,
-    concurrency: int,
-    max_attempts: int,
-    retry_base_delay: float,
-    retry_max_delay: float,
-    rpm: float | None = None,
-    tpm: float | None = None,
+    api_key: str | None = None,
     classify_mode: ClassifyMode = LOGPROBS,
     stopper: Stopper | None = None,
 ) -> ModelPool:
-    """A pool with its retry policy, from resolved settings (flags over ``config/default.yaml``)."""
-    policy = RetryPolicy(max_attempts, float(retry_base_delay), float(retry_max_delay))
+    """The pool for resolved settings (flags over ``config/default.yaml``); the key is
+    ``OPENAI_API_KEY`` unless one is given."""
     return ModelPool(
-        base_url=base_url,
-        api_key=api_key,
-        timeout=timeout,
-        concurrency=concurrency,
-        policy=policy,
-        rpm=rpm,
-        tpm=tpm,
+        settings,
+        api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
+        policy=RetryPolicy(
+            settings.max_attempts, float(settings.retry_base_delay), float(settings.retry_max_delay)
+        ),
         classify_mode=classify_mode,
         stopper=stopper,
     )
@@ -53,27 +46,19 @@ def build_pool(
 class ModelPool:
     def __init__(
         self,
+        settings: PoolSettings,
         *,
-        base_url: str | None,
         api_key: str | None,
-        timeout: float,
-        concurrency: int,
         policy: RetryPolicy,
-        rpm: float | None = None,
-        tpm: float | None = None,
         classify_mode: ClassifyMode = LOGPROBS,
         stopper: Stopper | None = None,
     ) -> None:
-        self.base_url = base_url
+        self.settings = settings
         self.classify_mode = classify_mode
-        #: Ctrl-C handling shared by every client of the pool (see asyncpipe.llm.stopping)
+        #: Ctrl-C handling shared by every client of the pool (see asyncpipe.llm.interrupt)
         self.stopper = stopper if stopper is not None else Stopper()
         self.api_key = api_key
-        self.timeout = timeout
-        self.concurrency = concurrency
         self.policy = policy
-        self.rpm = rpm
-        self.tpm = tpm
         self.cache: ResponseCache | None = None
         self._providers: dict[str, Provider] = {}
         self._limiters: dict[str, AdaptiveLimiter] = {}
@@ -86,10 +71,10 @@ class ModelPool:
         if model not in self._providers:
             self._providers[model] = make_provider(
                 model,
-                base_url=self.base_url,
+                base_url=self.settings.base_url,
                 api_key=self.api_key,
-                timeout=self.timeout,
-                connections=self.concurrency,
+                timeout=self.settings.timeout,
+                connections=self.settings.concurrency,
             )
         return self._providers[model]
 
@@ -100,9 +85,13 @@ class ModelPool:
     def client(self, model: str, stats: RunStats) -> LLMClient:
         provider = self._providers[model]
         if model not in self._limiters:
-            maximum = min(self.concurrency, provider.max_concurrency)
+            maximum = min(self.settings.concurrency, provider.max_concurrency)
             self._limiters[model] = AdaptiveLimiter(
-                maximum, initial=min(maximum, 16), rpm=self.rpm, tpm=self.tpm, timeout=self.timeout
+                maximum,
+                initial=min(maximum, 16),
+                rpm=self.settings.rpm,
+                tpm=self.settings.tpm,
+                timeout=self.settings.timeout,
             )
         return LLMClient(
             provider,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import anyio
 
-from asyncpipe.config import model_facts
 from asyncpipe.llm.openai_http import OpenAIHTTPProvider
+from asyncpipe.model_facts import model_facts
 
 
 def served_models(base_url: str, api_key: str | None, timeout: float = 10.0) -> list[str]:

@@ -3,9 +3,9 @@ to an OpenAI-compatible endpoint (``--base-url``, else ``OPENAI_BASE_URL``, else
 
 from __future__ import annotations
 
-from asyncpipe.config import model_facts
 from asyncpipe.errors import UserError
 from asyncpipe.llm.base import LOGPROBS, ClassifyMode, Provider
+from asyncpipe.model_facts import model_facts
 
 #: samples per row when a model known to return no logprobs classifies and no --classify-mode is given
 AUTO_SAMPLES = 8

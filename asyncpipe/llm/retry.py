@@ -30,7 +30,7 @@ class RetryPolicy:
 
     def wait_seconds(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        hint = getattr(exc, "retry_after", None)
+        hint = exc.retry_after if isinstance(exc, RetryableAPIError) else None
         if hint is not None:
             # the server knows best; a little jitter so that waiters do not return together
             return min(self.max_delay, hint + random.uniform(0, 0.1 * hint + 0.01))

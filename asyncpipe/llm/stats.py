@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from asyncpipe.config import Price
 from asyncpipe.llm.base import Usage
+from asyncpipe.model_facts import Price
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Pure metrics over polars frames of predictions (columns ``label``, ``row`` and ``p_a``): no I/O,
 no async. The tests and intervals themselves live in :mod:`asyncpipe.metrics.significance`."""
 
-from asyncpipe.metrics.calibration import apply_bias_offset, correct_probability, fit_bias_offset
+from asyncpipe.metrics.calibration import apply_bias_offset, fit_bias_offset
 from asyncpipe.metrics.paired import PairCounts, pair_counts, pair_summary
 from asyncpipe.metrics.scores import (
     SUMMARY_FLOAT_KEYS,
@@ -32,7 +32,6 @@ __all__ = [
     "apply_bias_offset",
     "benjamini_hochberg",
     "binomial_p_greater",
-    "correct_probability",
     "exact_mcnemar_p",
     "fit_bias_offset",
     "holm_adjust",

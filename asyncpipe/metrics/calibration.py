@@ -80,19 +80,6 @@ def apply_bias_offset(p_a: pl.Series | pl.Expr, offset: float) -> pl.Series | pl
     return p_a.to_frame("p").select(_corrected(pl.col("p"), offset)).to_series().alias(p_a.name)
 
 
-def correct_probability(p: float, offset: float) -> float:
-    """The same correction for one probability, for code that handles a single row."""
-    if not 0.0 <= p <= 1.0:  # also rejects NaN
-        raise ValueError(f"probability must lie in [0, 1], got {p}")
-    clipped = min(max(p, EPS), 1.0 - EPS)
-    x = math.log(clipped) - math.log1p(-clipped) - offset
-    # Two branches so exp never overflows for a large offset.
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
 def _logit(p: pl.Expr) -> pl.Expr:
     clipped = p.cast(pl.Float64).clip(EPS, 1.0 - EPS)
     return clipped.log() - (-clipped).log1p()

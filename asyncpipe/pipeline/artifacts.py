@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from asyncpipe import __version__
+from asyncpipe.data.pairing import Plan
 from asyncpipe.metrics import (
     SUMMARY_FLOAT_KEYS,
     SUMMARY_INT_KEYS,
@@ -28,38 +29,41 @@ from asyncpipe.metrics import (
     summarize,
 )
 from asyncpipe.pipeline.fanout import Scores
+from asyncpipe.records import Finals, Summary
 
-SUMMARY_INT = SUMMARY_INT_KEYS
-SUMMARY_FLOAT = SUMMARY_FLOAT_KEYS
 METRICS_SCHEMA: dict[str, Any] = {
     "phase": pl.Utf8,
     "step": pl.Int64,
     "epoch": pl.Int64,
     "split": pl.Utf8,
     "correction": pl.Utf8,
-    **{k: pl.Int64 for k in SUMMARY_INT},
-    **{k: pl.Float64 for k in SUMMARY_FLOAT},
+    **{k: pl.Int64 for k in SUMMARY_INT_KEYS},
+    **{k: pl.Float64 for k in SUMMARY_FLOAT_KEYS},
     **{k: pl.Utf8 for k in SUMMARY_TEXT_KEYS},
 }
 CLASSIFIER_FORMAT = 1
 
 
-def preds_frame(labels: list[str], rows: list[int], p_a: list[float | None]) -> pl.DataFrame:
-    """The rows of one step's summary: label, row (the pair index, for pair accuracy) and p_a."""
-    return pl.DataFrame(
+def summary_of(labels: list[str], rows: list[int], p_a: list[float | None]) -> Summary:
+    """The metrics summary of rows with these true labels, pair indices (for pair accuracy) and p(A)
+    (None: unscored)."""
+    frame = pl.DataFrame(
         {"label": labels, "row": rows, "p_a": p_a},
         schema={"label": pl.Utf8, "row": pl.Int64, "p_a": pl.Float64},
     )
+    return Summary.from_dict(summarize(frame))  # type: ignore[return-value]
 
 
-def metrics_row(phase: str, step: int, epoch: int | None, split: str, correction: str, summary: dict) -> dict:
+def metrics_row(
+    phase: str, step: int, epoch: int | None, split: str, correction: str, summary: Summary
+) -> dict:
     return {
         "phase": phase,
         "step": step,
         "epoch": epoch,
         "split": split,
         "correction": correction,
-        **{k: summary.get(k) for k in (*SUMMARY_INT, *SUMMARY_FLOAT, *SUMMARY_TEXT_KEYS)},
+        **summary.to_dict(),
     }
 
 
@@ -76,6 +80,22 @@ RAW_PREDICTIONS_SCHEMA = {
     "label_mass": pl.Float64,
     "error": pl.Utf8,
 }
+
+
+def splits_of(plan: Plan, rows: list[int]) -> list[str]:
+    """Each row's split: ``validation`` and ``test`` (held out), ``train`` (shown to the describer at
+    some step) or ``rest`` (never used: past the shorter file, or in a batch no step reached)."""
+    validation, test, shown = set(plan.validation), set(plan.test), plan.shown
+    return [
+        "validation"
+        if i < plan.n_pairs and i in validation
+        else "test"
+        if i < plan.n_pairs and i in test
+        else "train"
+        if i in shown
+        else "rest"
+        for i in rows
+    ]
 
 
 def raw_predictions(
@@ -124,16 +144,16 @@ def predictions_with_correction(frame: pl.DataFrame, offset: float) -> pl.DataFr
     )
 
 
-def final_summaries(predictions: pl.DataFrame) -> dict[str, dict[str, dict]]:
+def summarize_splits(predictions: pl.DataFrame) -> Finals:
     """{correction: {split: summary}} over every split present and over all rows."""
-    out: dict[str, dict[str, dict]] = {}
+    out: Finals = {}
     for correction, column in (("raw", "p_a"), ("corrected", "p_a_corrected")):
-        per_split = {}
+        per_split: dict[str, Summary] = {}
         for split in ("train", "validation", "test", "rest"):
             part = predictions.filter(pl.col("split") == split)
             if part.height:
-                per_split[split] = summarize(part, p_column=column)
-        per_split["all"] = summarize(predictions, p_column=column)
+                per_split[split] = Summary.from_dict(summarize(part, p_column=column))  # type: ignore[assignment]
+        per_split["all"] = Summary.from_dict(summarize(predictions, p_column=column))  # type: ignore[assignment]
         out[correction] = per_split
     return out
 

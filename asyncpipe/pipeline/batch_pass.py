@@ -14,7 +14,6 @@ into the cache, then go on.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from asyncpipe.llm.openai_http import OPENAI_BASE_URL
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.pipeline.progress import Reporter
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, fence_safe
+from asyncpipe.records import RecordError, read_run
 
 BATCH_DIR = "batches"
 
@@ -72,7 +72,7 @@ async def batch_final_pass(
         settings=BatchSettings(options.max_requests, options.max_bytes, options.poll_interval),
         policy=client.policy,
         model=client.provider.model,
-        api=client.provider.batch_api() if options.mode == "submit" else None,  # type: ignore[attr-defined]
+        api=client.provider.batch_api() if options.mode == "submit" else None,
         log=reporter.log,
         on_progress=on_progress,
     )
@@ -215,9 +215,10 @@ def batches_command(out: Path, *, cancel: bool, base_url: str | None) -> int:
         return 0
     base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
     try:
-        saved = json.loads((out / "run.json").read_text(encoding="utf-8"))["config"]["base_url"]
-    except (OSError, ValueError, KeyError, TypeError):
-        saved = None
+        earlier = read_run(out)
+    except RecordError:
+        earlier = None
+    saved = earlier.config.get("base_url") if earlier is not None else None
     if saved and saved.rstrip("/") != base_url.rstrip("/"):
         raise UserError(f"{out} sent its batches to {saved}; pass --base-url {saved} to cancel them")
     key = os.environ.get("OPENAI_API_KEY")

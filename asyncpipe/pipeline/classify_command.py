@@ -9,35 +9,32 @@ the first against the second), ``property_scores.parquet`` the answers.
 
 from __future__ import annotations
 
-import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from asyncpipe import __version__
-from asyncpipe.config import BatchOptions, load_settings, read_yaml
+from asyncpipe.config import BatchOptions, ClassifyConfig, read_yaml
 from asyncpipe.data.render import RowLayout
 from asyncpipe.errors import UserError
 from asyncpipe.llm.base import ClassifyMode
+from asyncpipe.llm.client import LLMClient
+from asyncpipe.llm.interrupt import Stopper
 from asyncpipe.llm.pool import build_pool
 from asyncpipe.llm.registry import is_local
 from asyncpipe.llm.stats import RunStats
-from asyncpipe.llm.stopping import Stopper
-from asyncpipe.metrics.properties import prevalence_table
+from asyncpipe.metrics.prevalence import prevalence_table
 from asyncpipe.pipeline import artifacts
 from asyncpipe.pipeline.batch_pass import batch_final_pass, final_requests, progress_display
 from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.pipeline.inputs import load_side, side_names
-from asyncpipe.pipeline.outputs import (
-    prepare_output_dir,
-    run_fingerprint,
-    write_json_atomic,
-    write_parquet_atomic,
-)
+from asyncpipe.pipeline.outputs import RunDirectory, run_fingerprint
 from asyncpipe.pipeline.progress import Reporter, percent
 from asyncpipe.pipeline.property_checks import RowRef, check_properties
+from asyncpipe.records import LabelInfo, RunRecord
 
 
 def load_classifier(path: Path) -> dict[str, Any]:
@@ -74,15 +71,16 @@ def load_classifier(path: Path) -> dict[str, Any]:
 SAMPLED_BATCH = "--batch-api sends logprobs requests only; a classifier that samples (--classify-mode sample:N) classifies online"
 
 
-def shown_differently(layout: RowLayout, no_question: bool, columns: str | None, log) -> RowLayout:
+def shown_differently(
+    layout: RowLayout, no_question: bool, columns: tuple[str, ...] | None, log
+) -> RowLayout:
     """The classifier's layout, changed by ``--no-question`` or ``--columns`` for files that lack one of
     its columns, with a warning: the rows are then not what the classifier was chosen on."""
-    if columns:
-        chosen = tuple(c.strip() for c in columns.split(",") if c.strip())
-        if not chosen:
+    if columns is not None:
+        if not columns:
             raise UserError("--columns: name at least one column")
-        text = layout.text_column if layout.text_column in chosen else None
-        changed = RowLayout(chosen, chosen, layout.max_chars, text)
+        text = layout.text_column if layout.text_column in columns else None
+        changed = RowLayout(columns, columns, layout.max_chars, text)
     elif no_question:
         text = layout.text_column or layout.columns[-1]
         changed = RowLayout((text,), (text,), layout.max_chars, text)
@@ -96,105 +94,65 @@ def shown_differently(layout: RowLayout, no_question: bool, columns: str | None,
     return changed
 
 
-async def classify_saved(
-    args, reporter: Reporter, stopper: Stopper | None = None, *, batch: BatchOptions | None = None
-) -> Path:
-    document = load_classifier(args.classifier)
-    checks = saved_checks(document, args.classifier)
+async def classify_saved(cfg: ClassifyConfig, reporter: Reporter, stopper: Stopper | None = None) -> Path:
+    document = load_classifier(cfg.classifier)
+    checks = saved_checks(document, cfg.classifier)
     try:
         layout = RowLayout.from_dict(document["row_layout"])
     except (KeyError, TypeError, ValueError):
-        raise UserError(f"{args.classifier}: damaged row_layout") from None
-    layout = shown_differently(layout, args.no_question, args.columns, reporter.log)
+        raise UserError(f"{cfg.classifier}: damaged row_layout") from None
+    layout = shown_differently(layout, cfg.no_question, cfg.columns, reporter.log)
+    saved_mode = str(document.get("classify_mode") or "logprobs")
     try:
-        mode = ClassifyMode.parse(args.classify_mode or str(document.get("classify_mode") or "logprobs"))
+        mode = ClassifyMode.parse(cfg.classify_mode or saved_mode)
     except ValueError as exc:
-        raise UserError(f"{args.classifier}: classify_mode: {exc}") from None
-    if batch is not None and mode.sampled:
+        raise UserError(f"{cfg.classifier}: classify_mode: {exc}") from None
+    if cfg.batch is not None and mode.sampled:
         raise UserError(SAMPLED_BATCH)
-    files = [args.file] + ([args.file2] if args.file2 else [])
-    names = side_names(*files) if len(files) == 2 else (args.file.stem,)
+    files = list(cfg.files)
+    names = side_names(*files) if len(files) == 2 else (files[0].stem,)
     sides = [
         load_side(label, name, path, layout) for label, name, path in zip("AB", names, files, strict=False)
     ]
-    if args.max_rows:
-        sides = [type(s)(s.label, s.name, s.path, s.texts[: args.max_rows], s.n_cut) for s in sides]
-    model = args.model or document["model"]
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+    if cfg.max_rows:
+        sides = [replace(s, texts=s.texts[: cfg.max_rows]) for s in sides]
+    model = cfg.model or document["model"]
     saved_url = document.get("base_url")
-    if base_url is None and saved_url and not is_local(model):
+    if cfg.pool.base_url is None and saved_url and not is_local(model):
         # a classifier file travels between people: never send the user's key to an address it names
         raise UserError(
-            f"{args.classifier} was made against {saved_url}; pass --base-url {saved_url} to classify there "
+            f"{cfg.classifier} was made against {saved_url}; pass --base-url {saved_url} to classify there "
             "(asyncpipe does not send your key to an address read from a file)"
         )
-    settings = load_settings(args.config)
-
-    def pick(flag: str) -> Any:
-        value = getattr(args, flag)
-        return settings[flag] if value is None else value
-
-    pool = build_pool(
-        base_url=base_url,
-        api_key=os.environ.get("OPENAI_API_KEY"),
-        timeout=pick("timeout"),
-        concurrency=pick("concurrency"),
-        max_attempts=pick("max_attempts"),
-        retry_base_delay=settings["retry_base_delay"],
-        retry_max_delay=settings["retry_max_delay"],
-        rpm=args.rpm,
-        tpm=args.tpm,
-        classify_mode=mode,
-        stopper=stopper,
-    )
-    if batch is not None and is_local(model):
+    if cfg.batch is not None and is_local(model):
         raise UserError(
             "--batch-api needs an API model; the embedded model runs in this process, not in batches"
         )
+    pool = build_pool(cfg.pool, classify_mode=mode, stopper=stopper)
     pool.provider(model, "classify")
     # what decides the results; a mode or layout other than the classifier's counts only when used
     decides: dict[str, Any] = {"classifier": document, "model": model}
-    if mode != ClassifyMode.parse(str(document.get("classify_mode") or "logprobs")):
+    if mode != ClassifyMode.parse(saved_mode):
         decides["classify_mode"] = str(mode)
     if layout.to_dict() != document["row_layout"]:
         decides["row_layout"] = layout.to_dict()
     fingerprint = run_fingerprint(decides, files)
-    prepare_output_dir(args.output, fingerprint, command="classify", force=args.force, resume=False)
-    pool.open_cache(args.cache or args.output / "cache.sqlite")
+    out = RunDirectory.open(cfg.output, fingerprint, command="classify", force=cfg.force, resume=False)
+    pool.open_cache(cfg.cache_path or cfg.output / "cache.sqlite")
     client = pool.client(model, reporter.stats)
     reporter.limiter = client.limiter
     started = time.time()
     texts = [t for side in sides for t in side.texts]
     batch_stats = RunStats()
-    try:
-        if batch is not None:
-            show = progress_display(reporter)
-
-            def on_progress(summary: dict) -> None:
-                show(summary)
-                status = {
-                    "status": "running",
-                    "command": "classify",
-                    "fingerprint": fingerprint,
-                    "batches": summary,
-                }
-                write_json_atomic(args.output / "run.json", status)
-
-            try:
-                requests = final_requests(
-                    client, document["messages"], document.get("swapped_messages"), texts
-                )
-                await batch_final_pass(
-                    client, batch, args.output, requests, reporter, batch_stats, on_progress
-                )
-            finally:
-                reporter.end_phase()
-    except BaseException:
-        await pool.aclose()
-        raise
+    if cfg.batch is not None:
+        try:
+            await _batch_pass(cfg.batch, client, document, texts, out, fingerprint, reporter, batch_stats)
+        except BaseException:
+            await pool.aclose()
+            raise
     reporter.phase("classifying", len(texts))
     # the classifier's own threshold, so that new rows are held to the same standard
-    min_label_mass = float(document.get("min_label_mass", settings["min_label_mass"]))
+    min_label_mass = float(document.get("min_label_mass", cfg.min_label_mass))
     try:
         scores = await classify_rows(
             client,
@@ -224,55 +182,83 @@ async def classify_saved(
         scores,
     )
     predictions = artifacts.predictions_with_correction(frame, float(document.get("bias_offset") or 0.0))
-    write_parquet_atomic(args.output / "predictions.parquet", predictions)
-    info: dict[str, Any] = {
-        "status": "complete",
-        "version": __version__,
-        "fingerprint": fingerprint,
-        "command": "classify",
-        "classifier": str(args.classifier),
-        "model": model,
-        "classify_mode": str(mode),
-        "inputs": [str(f) for f in files],
-        "labels": document.get("labels"),
-        "stats": reporter.stats.to_dict(),
-        "limiter": client.limiter.state().to_dict(),
-        "batch_stats": batch_stats.to_dict() if batch is not None else None,
-        "wall_seconds": round(time.time() - started, 3),
-    }
+    final, rows = None, None
     if len(sides) == 2:
-        final = artifacts.final_summaries(predictions.with_columns(pl.lit("rest").alias("split")))
+        per_split = artifacts.summarize_splits(predictions.with_columns(pl.lit("rest").alias("split")))
+        final = {corr: {"all": per["all"]} for corr, per in per_split.items()}
         rows = [
-            artifacts.metrics_row("final", 0, None, split, corr, s)
-            for corr, per in final.items()
-            for split, s in per.items()
-            if split == "all"
+            artifacts.metrics_row("final", 0, None, "all", corr, per["all"]) for corr, per in final.items()
         ]
-        write_parquet_atomic(args.output / "metrics.parquet", artifacts.metrics_frame(rows))
-        info["final"] = {corr: per["all"] for corr, per in final.items()}
-        s = info["final"]["corrected"]
+        s = final["corrected"]["all"]
         reporter.log(
-            f"accuracy (bias-corrected) {percent(s['accuracy'])}, 95% CI {percent(s['accuracy_low'])}–{percent(s['accuracy_high'])}, "
-            f"on {s['n_scored']} scored rows ({s['n_unscored']} unscored)"
+            f"accuracy (bias-corrected) {percent(s.accuracy)}, 95% CI {percent(s.accuracy_low)}–{percent(s.accuracy_high)}, "
+            f"on {s.n_scored} scored rows ({s.n_unscored} unscored)"
         )
+    labels = document.get("labels")
+    record = RunRecord.as_of_now(
+        "classify",
+        "complete",
+        started,
+        fingerprint=fingerprint,
+        labels={k: LabelInfo.from_dict(v, k) for k, v in labels.items()} if isinstance(labels, dict) else {},
+        models={"classify": model},
+        classify_mode=str(mode),
+        stats=reporter.stats.to_dict(),
+        limiter=client.limiter.state().to_dict(),
+        batch_stats=batch_stats.to_dict() if cfg.batch is not None else None,
+        final=final,
+        classifier=str(cfg.classifier),
+        inputs=tuple(str(f) for f in files),
+    )
+    table = None
     if property_scores is not None:
-        texts_of = {item["id"]: item["text"] for item in document["properties"]["items"]}
-        files = [(sides[0].name, sides[1].name if len(sides) == 2 else None)]
-        files += [(side.name, None) for side in sides[1:]]
-        table = prevalence_table(property_scores, list(texts_of.items()), files)
-        write_parquet_atomic(args.output / "properties.parquet", table)
-        write_parquet_atomic(args.output / "property_scores.parquet", property_scores)
-        for row in table.iter_rows(named=True):
-            versus = (
-                f"; vs {row['base']}: {row['difference']:+.0%} (q = {row['q_value']:.2g})"
-                if row["difference"] is not None
-                else ""
-            )
-            reporter.log(
-                f"{row['file']}: {row['text']} {percent(row['prevalence'])} of {row['n']} rows{versus}"
-            )
-    write_json_atomic(args.output / "run.json", info)
-    return args.output / "predictions.parquet"
+        table = _prevalence(document, sides, property_scores, reporter)
+    out.save_results(predictions, metric_rows=rows, record=record, properties=(table, property_scores))
+    return cfg.output / "predictions.parquet"
+
+
+async def _batch_pass(
+    batch: BatchOptions,
+    client: LLMClient,
+    document: dict[str, Any],
+    texts: list[str],
+    out: RunDirectory,
+    fingerprint: str,
+    reporter: Reporter,
+    batch_stats: RunStats,
+) -> None:
+    """``--batch-api``: every row as batch jobs first; their answers fill the cache."""
+    show = progress_display(reporter)
+
+    def on_progress(summary: dict) -> None:
+        show(summary)
+        out.save_run(
+            RunRecord(kind="classify", status="running", fingerprint=fingerprint, batches=dict(summary))
+        )
+
+    try:
+        requests = final_requests(client, document["messages"], document.get("swapped_messages"), texts)
+        await batch_final_pass(client, batch, out.path, requests, reporter, batch_stats, on_progress)
+    finally:
+        reporter.end_phase()
+
+
+def _prevalence(
+    document: dict, sides: list, property_scores: pl.DataFrame, reporter: Reporter
+) -> pl.DataFrame:
+    """The saved properties' prevalence per file (and the first file against the second), logged."""
+    texts_of = {item["id"]: item["text"] for item in document["properties"]["items"]}
+    files = [(sides[0].name, sides[1].name if len(sides) == 2 else None)]
+    files += [(side.name, None) for side in sides[1:]]
+    table = prevalence_table(property_scores, list(texts_of.items()), files)
+    for row in table.iter_rows(named=True):
+        versus = (
+            f"; vs {row['base']}: {row['difference']:+.0%} (q = {row['q_value']:.2g})"
+            if row["difference"] is not None
+            else ""
+        )
+        reporter.log(f"{row['file']}: {row['text']} {percent(row['prevalence'])} of {row['n']} rows{versus}")
+    return table
 
 
 def saved_checks(document: dict, path: Path) -> list[tuple[str, list[dict]]]:

@@ -23,35 +23,20 @@ written.
 
 from __future__ import annotations
 
-import math
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from asyncpipe.config import ModelFacts, RunConfig, model_facts
+from asyncpipe.config import RunConfig
 from asyncpipe.llm.base import ClassifyMode
 from asyncpipe.llm.openai_http import REASONING_ALLOWANCE, SAMPLE_REASONING_ALLOWANCE
 from asyncpipe.metrics.stopping import race_pairs
-from asyncpipe.pipeline.inputs import load_sides_for, plan_for
+from asyncpipe.model_facts import ModelFacts, model_facts
+from asyncpipe.pipeline.inputs import load_comparison
+from asyncpipe.pipeline.token_count import TokenCounter, messages_tokens, token_counter
+from asyncpipe.pipeline.token_count import rows_tokens as count_rows
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, classify_messages, describe_messages
 
-CHARS_PER_TOKEN = 4
-#: tokens a chat message adds around its content, and the reply's priming (OpenAI's accounting)
-PER_MESSAGE = 4
-PER_REQUEST = 3
-#: rows whose tokens are counted exactly; the rest is scaled from their characters
-SAMPLE_ROWS = 2000
 #: the metrics lines that come with each earlier description in the describe prompt (a generous guess)
 HISTORY_LINES_TOKENS = 80
-TOKENIZER_TIMEOUT = 15.0
-
-
-@dataclass(frozen=True)
-class TokenCounter:
-    method: str
-    count: Callable[[str], int]
-    exact: bool
-    note: str | None = None
 
 
 def _usd(value: float) -> str:
@@ -59,69 +44,8 @@ def _usd(value: float) -> str:
     return "$" + (text[:-1] if text.endswith("0") else text)
 
 
-def _chars(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
-def _load_encoding(name: str):
-    """tiktoken's encoding, or the reason it cannot be had (it fetches its files over the network the
-    first time; the fetch has no timeout of its own, hence the thread)."""
-    result: dict = {}
-
-    def load() -> None:
-        try:
-            import tiktoken
-
-            result["encoding"] = tiktoken.get_encoding(name)
-        except Exception as exc:  # noqa: BLE001 - any failure means: estimate instead
-            result["error"] = f"{type(exc).__name__}"
-
-    thread = threading.Thread(target=load, daemon=True)
-    thread.start()
-    thread.join(TOKENIZER_TIMEOUT)
-    if "encoding" in result:
-        return result["encoding"], None
-    return None, result.get("error", f"no answer within {TOKENIZER_TIMEOUT:g} s")
-
-
-def token_counter(facts: ModelFacts) -> TokenCounter:
-    fallback = f"about {CHARS_PER_TOKEN} characters per token"
-    if not facts.tokenizer:
-        return TokenCounter(
-            fallback, _chars, False, f"config/models.yaml names no tokenizer for {facts.name}"
-        )
-    encoding, error = _load_encoding(facts.tokenizer)
-    if encoding is None:
-        note = (
-            f"tiktoken could not load {facts.tokenizer} ({error}): it downloads its encoding files on first "
-            f"use and this machine seems to be offline, so tokens are estimated at {CHARS_PER_TOKEN} characters each"
-        )
-        return TokenCounter(fallback, _chars, False, note)
-    return TokenCounter(
-        f"tiktoken {facts.tokenizer}", lambda text: len(encoding.encode(text, disallowed_special=())), True
-    )
-
-
-def _messages_tokens(messages: list, count: Callable[[str], int]) -> int:
-    return sum(count(m["content"]) + PER_MESSAGE for m in messages) + PER_REQUEST
-
-
-def _rows_tokens(texts: list[str], counter: TokenCounter) -> tuple[int, float]:
-    """(tokens of all rows, tokens per character), counting a spread-out sample exactly."""
-    total_chars = sum(len(t) for t in texts)
-    if not texts:
-        return 0, 1.0 / CHARS_PER_TOKEN
-    if not counter.exact or len(texts) <= SAMPLE_ROWS:
-        tokens = sum(counter.count(t) for t in texts)
-        return tokens, tokens / max(1, total_chars)
-    step = len(texts) / SAMPLE_ROWS
-    sample = [texts[int(i * step)] for i in range(SAMPLE_ROWS)]
-    ratio = sum(counter.count(t) for t in sample) / max(1, sum(len(t) for t in sample))
-    return round(total_chars * ratio), ratio
-
-
 @dataclass(frozen=True)
-class Side:
+class RoleEstimate:
     model: str
     requests: int
     input_tokens: int
@@ -148,8 +72,8 @@ class Estimate:
     classify_during_steps: int
     classify_final: int
     final_from_cache: int
-    describe: Side
-    classify: Side
+    describe: RoleEstimate
+    classify: RoleEstimate
     description_tokens: int
     #: --patience, and the estimate if the loop ended as early as it can (None: it cannot end early)
     patience: int = 0
@@ -161,15 +85,15 @@ class Estimate:
     race_enabled: bool = False
     #: with --batch-api: the final pass, sent as batch jobs at the batch price (``classify`` then
     #: holds the steps' requests only)
-    classify_batch: Side | None = None
+    classify_batch: RoleEstimate | None = None
     classify_mode: ClassifyMode = ClassifyMode()
     #: the properties stage: the request that lists them (describe model) and the checks (classify model)
-    properties_list: Side | None = None
-    properties_check: Side | None = None
+    properties_list: RoleEstimate | None = None
+    properties_check: RoleEstimate | None = None
     properties_rows: int = 0
 
     @property
-    def roles(self) -> list[tuple[str, Side]]:
+    def roles(self) -> list[tuple[str, RoleEstimate]]:
         """Every priced part of the plan (the batch part's facts carry the batch price)."""
         extra = [
             ("batch   ", self.classify_batch),
@@ -293,9 +217,9 @@ class Estimate:
 
 def estimate_run(cfg: RunConfig) -> Estimate:
     """What ``compare(cfg)`` would send, from the same plan; reads the input files, nothing else."""
-    side_a, side_b, _ = load_sides_for(cfg)  # as Run.prepare loads them
-    n_pairs = min(len(side_a.texts), len(side_b.texts))
-    plan = plan_for(cfg, n_pairs)
+    loaded = load_comparison(cfg)  # as compare loads them
+    side_a, side_b, plan = loaded.side_a, loaded.side_b, loaded.plan
+    n_pairs = plan.n_pairs
     mode = ClassifyMode.parse(cfg.classify_mode)
     # requests per row (each pays its prompt) and answers per request (each pays its tokens)
     per_row = 2 if cfg.swap_labels else 1
@@ -315,11 +239,11 @@ def estimate_run(cfg: RunConfig) -> Estimate:
     # classify: the prompt around the row, with a description of the assumed length
     prompt = classify_messages(cfg.templates, "")
     prefix = (
-        _messages_tokens(prompt, classify_counter.count)
+        messages_tokens(prompt, classify_counter.count)
         - classify_counter.count(ROW_PLACEHOLDER)
         + description
     )
-    _, ratio = _rows_tokens(side_a.texts + side_b.texts, classify_counter)
+    _, ratio = count_rows(side_a.texts + side_b.texts, classify_counter)
 
     def rows_tokens(texts: list[str]) -> int:
         return round(sum(len(t) for t in texts) * ratio)
@@ -345,7 +269,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
             history=[],
             wrong=[],
         )
-        tokens = _messages_tokens(messages, describe_counter.count)
+        tokens = messages_tokens(messages, describe_counter.count)
         if number > 1:  # earlier descriptions (the best one kept besides the last few) and wrong rows
             shown = min(number - 1, cfg.history_size + 1)
             mean_row = rows_tokens(texts_a + texts_b) / max(1, len(texts_a) + len(texts_b))
@@ -374,7 +298,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
         if cfg.batch is not None:
             # the final pass at the batch price (config/models.yaml: batch_discount); the steps stay online
             batch_facts = replace(classify_facts, price=classify_facts.batch_price)
-            batch = Side(
+            batch = RoleEstimate(
                 cfg.classify_model,
                 final_requests,
                 final_tokens,
@@ -393,7 +317,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
             classify_during_steps=during,
             classify_final=final_requests,
             final_from_cache=from_cache,
-            describe=Side(
+            describe=RoleEstimate(
                 cfg.describe_model,
                 n_steps,
                 sum(describe_in[:n_steps]),
@@ -405,7 +329,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
                 describe_counter,
                 describe_facts,
             ),
-            classify=Side(
+            classify=RoleEstimate(
                 cfg.classify_model,
                 during + online_final,
                 sum(step_tokens[:n_steps]) + online_final_tokens,
@@ -422,7 +346,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
             **extra,
         )
 
-    from asyncpipe.pipeline.property_estimate import properties_sides  # it builds on Side
+    from asyncpipe.pipeline.property_estimate import properties_sides  # it builds on RoleEstimate
 
     properties_list, properties_check, checked_rows = properties_sides(
         cfg, side_a.texts, side_b.texts, plan, describe_counter, classify_counter, rows_tokens

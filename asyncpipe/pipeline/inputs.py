@@ -1,4 +1,4 @@
-"""Load both files, choose what a row is, and render every row once."""
+"""Load both files, choose what a row is, render every row once, and plan the comparison."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from asyncpipe.data.load import choose_text_column, read_table, rename_side_colu
 from asyncpipe.data.pairing import Plan, make_plan, smallest_test_fraction
 from asyncpipe.data.render import RowLayout, make_layout, render_rows
 from asyncpipe.metrics import pairs_needed, smallest_sign_test_p
+from asyncpipe.records import LabelInfo
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,9 @@ class Side:
     texts: list[str]
     n_cut: int
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "path": str(self.path), "rows": len(self.texts)}
+    def label_info(self) -> LabelInfo:
+        """What this side's label stands for, as run.json and classify.yaml record it."""
+        return LabelInfo(self.name, str(self.path), len(self.texts))
 
 
 def side_names(path_a: Path, path_b: Path) -> tuple[str, str]:
@@ -82,9 +84,34 @@ def load_sides(
     )
 
 
-def load_sides_for(cfg: RunConfig) -> tuple[Side, Side, RowLayout]:
-    """Both files of a comparison, as its configuration says to read them."""
-    return load_sides(
+@dataclass(frozen=True)
+class Loaded:
+    """What a comparison read and planned, before anything is sent or written: both files rendered row
+    by row, the row layout, and the plan (batches, validation and test pairs, steps)."""
+
+    side_a: Side
+    side_b: Side
+    layout: RowLayout
+    plan: Plan
+
+    @property
+    def n_pairs(self) -> int:
+        return self.plan.n_pairs
+
+    @property
+    def rows_cut(self) -> int:
+        return self.side_a.n_cut + self.side_b.n_cut
+
+    def side(self, label: str) -> Side:
+        return self.side_a if label == "A" else self.side_b
+
+    def labels(self) -> dict[str, LabelInfo]:
+        return {"A": self.side_a.label_info(), "B": self.side_b.label_info()}
+
+
+def load_comparison(cfg: RunConfig) -> Loaded:
+    """Both files of a comparison, read as its configuration says, and its plan. Raises UserError."""
+    side_a, side_b, layout = load_sides(
         cfg.file_a,
         cfg.file_b,
         text_column=cfg.text_column,
@@ -96,11 +123,8 @@ def load_sides_for(cfg: RunConfig) -> tuple[Side, Side, RowLayout]:
         context_column=cfg.context_column,
         context_column_b=cfg.context_column_b,
     )
-
-
-def plan_for(cfg: RunConfig, n_pairs: int) -> Plan:
-    """The batches, validation pairs and steps of a comparison with ``n_pairs`` aligned pairs."""
-    return make_plan(
+    n_pairs = min(len(side_a.texts), len(side_b.texts))
+    plan = make_plan(
         n_pairs,
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
@@ -111,6 +135,7 @@ def plan_for(cfg: RunConfig, n_pairs: int) -> Plan:
         test_fraction=cfg.test_fraction,
         test_max=cfg.test_max,
     )
+    return Loaded(side_a, side_b, layout, plan)
 
 
 def load_side(label: str, name: str, path: Path, layout: RowLayout) -> Side:

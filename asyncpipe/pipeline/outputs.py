@@ -1,25 +1,33 @@
-"""The output directory: atomic writes, and the identity of the run that owns it.
+"""The output directory of a ``compare`` or ``classify`` run: its one writer, and the identity of the
+run that owns it.
 
-Every file is written to a temporary name in the same directory and renamed into place, so no reader
-(and no crash) ever sees half a ``classify.yaml``. ``run.json`` carries a fingerprint of the inputs and
-of every setting that decides the results; a directory holding a different run is refused unless the
-user says ``--resume`` (continue anyway) or ``--force`` (start over).
+:class:`RunDirectory` is the only thing that writes into the directory, every file atomically
+(:mod:`asyncpipe.atomic`): ``save_run`` as a run starts (``run.json`` alone), ``save_progress`` after
+every describe step (``steps.jsonl``, ``metrics.parquet``, ``run.json``, then the report re-rendered),
+``save_results`` at the end (``predictions.parquet``, and for ``compare`` the classifier,
+``classify.yaml``).
+
+``run.json`` carries a fingerprint of the inputs and of every setting that decides the results; a
+directory holding a different run is refused unless the user says ``--resume`` (continue anyway) or
+``--force`` (start over).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
 import json
-import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 
+from asyncpipe.atomic import write_parquet_atomic, write_yaml_atomic
 from asyncpipe.errors import UserError
+from asyncpipe.pipeline.artifacts import metrics_frame
+from asyncpipe.records import RecordError, RunRecord, StepRecord, read_run, read_steps, write_run, write_steps
+from asyncpipe.report import render_report
 
 ARTIFACTS = (
     "classify.yaml",
@@ -35,51 +43,6 @@ ARTIFACTS = (
 )
 
 
-def _file_mode() -> int:
-    """What ``open()`` would give a new file: 0o666 less the umask (mkstemp's own 0o600 would hide a
-    run's classifier and predictions from colleagues who can read its report)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, flush it to disk, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), _FILE_MODE)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def write_yaml_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100))
-
-
-def write_parquet_atomic(path: Path, frame: pl.DataFrame) -> None:
-    buffer = io.BytesIO()
-    # statistics off and a fixed compression: identical frames give identical bytes
-    frame.write_parquet(buffer, compression="zstd", statistics=False)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
 def file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -88,10 +51,10 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _what_differs(earlier: dict[str, Any], settings: dict[str, Any] | None) -> str:
+def _what_differs(earlier: RunRecord | None, settings: dict[str, Any] | None) -> str:
     """Which settings differ from the earlier run's run.json ("config"), for the refusal message."""
-    before = earlier.get("config")
-    if settings is None or not isinstance(before, dict):
+    before = earlier.config if earlier is not None else None
+    if settings is None or not before:
         return "its settings or input files differ"
     now = json.loads(json.dumps(settings, default=str))  # as run.json holds them: lists, not tuples
     changed = [key for key in now if key != "templates" and before.get(key) != now[key]]
@@ -138,20 +101,18 @@ def prepare_output_dir(
         probe.unlink()
     except OSError as exc:
         raise UserError(f"--output {out}: cannot write there ({exc.strerror})") from None
-    previous = out / "run.json"
-    if not previous.exists():
+    if not (out / "run.json").exists():
         return False
     try:
-        earlier = json.loads(previous.read_text(encoding="utf-8"))
-        earlier = earlier if isinstance(earlier, dict) else {}
-    except (ValueError, OSError):
-        earlier = {}
-    earlier_command = earlier.get("command", "compare")
-    if earlier_command != command:
+        earlier = read_run(out)
+    except RecordError:
+        earlier = None  # unreadable: an earlier run all the same, refused below unless --resume/--force
+    earlier_kind = earlier.kind if earlier is not None else "compare"
+    if earlier_kind != command:
         raise UserError(
-            f"--output {out}: holds the results of 'asyncpipe {earlier_command}'; choose another --output"
+            f"--output {out}: holds the results of 'asyncpipe {earlier_kind}'; choose another --output"
         )
-    if earlier.get("fingerprint") == fingerprint:
+    if earlier is not None and earlier.fingerprint == fingerprint:
         return True
     if resume:
         return False
@@ -163,3 +124,98 @@ def prepare_output_dir(
     for name in ARTIFACTS:
         (out / name).unlink(missing_ok=True)
     return False
+
+
+class RunDirectory:
+    """The output directory of one run, opened for writing (:meth:`open` checks whose it is first).
+
+    ``continuing``: it holds this very run, interrupted or finished, to go on with; ``earlier`` is that
+    run's record (None for a new run, or when it cannot be read)."""
+
+    def __init__(self, path: Path, *, continuing: bool = False, earlier: RunRecord | None = None) -> None:
+        self.path = path
+        self.continuing = continuing
+        self.earlier = earlier
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        fingerprint: str,
+        *,
+        command: str,
+        force: bool,
+        resume: bool,
+        settings: dict[str, Any] | None = None,
+    ) -> RunDirectory:
+        """Create or check ``path`` (see :func:`prepare_output_dir`; ``settings`` name what differs from
+        an earlier run); nothing else is written yet."""
+        continuing = prepare_output_dir(
+            path, fingerprint, command=command, force=force, resume=resume, settings=settings
+        )
+        earlier = None
+        if continuing:
+            with contextlib.suppress(RecordError):
+                earlier = read_run(path)
+        return cls(path, continuing=continuing, earlier=earlier)
+
+    def earlier_steps(self, rows_a: int, rows_b: int) -> list[StepRecord]:
+        """The steps the run being continued completed, in order, up to the first that cannot be
+        restored (files of ``rows_a`` and ``rows_b`` rows); none for a new run.
+
+        They are taken as recorded rather than recomputed: a row that was unscored then and is answered
+        now would change a step's metrics, hence every later describe prompt, and every later step
+        would be bought again. Anything unreadable is simply not restored (the cache still helps)."""
+        if not self.continuing:
+            return []
+        rows = {"A": rows_a, "B": rows_b}
+        restored: list[StepRecord] = []
+        for number, step in enumerate(read_steps(self.path / "steps.jsonl")[0], start=1):
+            usable = (
+                step.step == number
+                and step.epoch is not None
+                and step.train is not None
+                and all(0 <= w.row < rows.get(w.label, 0) for w in step.wrong)
+            )
+            if not usable:
+                break
+            restored.append(step)
+        return restored
+
+    def save_run(self, record: RunRecord) -> None:
+        write_run(self.path, record)
+
+    def save_progress(self, record: RunRecord, steps: Sequence[StepRecord], metric_rows: list[dict]) -> None:
+        """Everything a run knows so far, then the report re-rendered from it."""
+        write_steps(self.path / "steps.jsonl", steps)
+        write_parquet_atomic(self.path / "metrics.parquet", metrics_frame(metric_rows))
+        write_run(self.path, record)
+        render_report(self.path)
+
+    def save_results(
+        self,
+        predictions: pl.DataFrame,
+        *,
+        classifier: dict[str, Any] | None = None,
+        metric_rows: list[dict] | None = None,
+        record: RunRecord | None = None,
+        properties: tuple[pl.DataFrame | None, pl.DataFrame | None] = (None, None),
+    ) -> None:
+        """The final predictions, and whichever of the classifier, the metrics and the run record the
+        command has (``compare`` saves its metrics and record with :meth:`save_progress`)."""
+        write_parquet_atomic(self.path / "predictions.parquet", predictions)
+        table, scores = properties
+        if table is not None and scores is not None:
+            self.save_properties(table, scores)
+        if classifier is not None:
+            write_yaml_atomic(self.path / "classify.yaml", classifier)
+        if metric_rows is not None:
+            write_parquet_atomic(self.path / "metrics.parquet", metrics_frame(metric_rows))
+        if record is not None:
+            write_run(self.path, record)
+
+    def save_properties(self, table: pl.DataFrame, scores: pl.DataFrame) -> None:
+        """The properties checked: prevalence per file (``properties.parquet``) and every check's answer
+        (``property_scores.parquet``)."""
+        write_parquet_atomic(self.path / "properties.parquet", table)
+        write_parquet_atomic(self.path / "property_scores.parquet", scores)

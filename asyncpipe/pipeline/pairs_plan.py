@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from asyncpipe.data.files import Member, find_files, named, question_of, slugify
+from asyncpipe.data.files import Member, find_files, matches, named, question_of, slugify
 from asyncpipe.errors import UserError
 
 SEPARATOR = "__vs__"
@@ -44,12 +44,6 @@ class PairsPlan:
     against: str | None
     by_question: bool
     warnings: tuple[str, ...] = ()
-
-
-def _matches(member: Member, base: str) -> bool:
-    return base in (member.name, member.path.stem, member.path.name) or (
-        os.path.exists(base) and os.path.abspath(member.path) == os.path.abspath(base)
-    )
 
 
 def plan_pairs(
@@ -91,7 +85,7 @@ def plan_pairs(
         if against is None:
             pairs = list(itertools.combinations(group, 2))
         else:
-            bases = [m for m in group if _matches(m, against_key)]
+            bases = [m for m in group if matches(m, against_key)]
             if len(bases) > 1:
                 raise UserError(
                     f"--against {against}: matches {len(bases)} files in {where} ({', '.join(str(b.path) for b in bases)}); give a path"

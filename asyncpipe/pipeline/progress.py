@@ -9,9 +9,9 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from asyncpipe.config import Price
 from asyncpipe.llm.limiter import AdaptiveLimiter
 from asyncpipe.llm.stats import RunStats
+from asyncpipe.model_facts import Price
 
 
 def percent(value: float | None) -> str:

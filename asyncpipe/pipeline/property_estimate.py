@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from asyncpipe.config import RunConfig, model_facts
+from asyncpipe.config import CHARS_PER_TOKEN, RunConfig
 from asyncpipe.data.pairing import Plan
-from asyncpipe.pipeline.estimate import CHARS_PER_TOKEN, Side, TokenCounter, _messages_tokens
+from asyncpipe.model_facts import model_facts
+from asyncpipe.pipeline.estimate import RoleEstimate
+from asyncpipe.pipeline.token_count import TokenCounter, messages_tokens
 from asyncpipe.prompts.properties import properties_messages, property_check_messages
 
 
@@ -19,7 +21,7 @@ def properties_sides(
     describe_counter: TokenCounter,
     classify_counter: TokenCounter,
     rows_tokens: Callable[[list[str]], int],
-) -> tuple[Side | None, Side | None, int]:
+) -> tuple[RoleEstimate | None, RoleEstimate | None, int]:
     """The properties stage at its most: one request listing K properties, then K checks per row
     (held-out pairs, or every row with ``properties_on: all``)."""
     if cfg.properties <= 0:
@@ -38,18 +40,18 @@ def properties_sides(
         examples_b=[texts_b[i] for i in batch],
         k=k,
     )
-    list_side = Side(
+    list_side = RoleEstimate(
         cfg.describe_model,
         1,
-        _messages_tokens(listing, describe_counter.count),
+        messages_tokens(listing, describe_counter.count),
         cfg.describe_max_tokens,
         describe_counter,
         model_facts(cfg.describe_model),
     )
     # a question of about 30 tokens around every row
-    prefix = _messages_tokens(property_check_messages(cfg.templates, "x" * 120), classify_counter.count)
+    prefix = messages_tokens(property_check_messages(cfg.templates, "x" * 120), classify_counter.count)
     requests = k * len(checked)
-    check_side = Side(
+    check_side = RoleEstimate(
         cfg.classify_model,
         requests,
         k * (len(checked) * prefix + rows_tokens(checked)),

@@ -4,7 +4,7 @@ After the loop has chosen its step, one describe request (a fresh context) shows
 description and the training rows it was written from, and asks for up to K atomic yes/no properties,
 each with the dataset the describer believes it is more common in. Each property is then checked on
 every row of the validation and test splits — rows the describer never saw — (``--properties-on all``:
-every row of both files), and compared pair by pair (:func:`asyncpipe.metrics.properties.property_table`).
+every row of both files), and compared pair by pair (:func:`asyncpipe.metrics.prevalence.property_table`).
 A reply with no usable line leaves the stage empty with a note; it never fails the run.
 """
 
@@ -18,7 +18,7 @@ import polars as pl
 from asyncpipe.config import RunConfig
 from asyncpipe.llm.client import LLMClient
 from asyncpipe.llm.labels import YES_NO
-from asyncpipe.metrics.properties import SIGNIFICANT_Q, property_table
+from asyncpipe.metrics.prevalence import SIGNIFICANT_Q, property_table
 from asyncpipe.pipeline.progress import Reporter
 from asyncpipe.pipeline.property_checks import PROPERTY_SCORES_SCHEMA, RowRef, check_prompts, check_properties
 from asyncpipe.prompts.properties import (

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from asyncpipe.config import Templates
 from asyncpipe.llm.base import Message
+from asyncpipe.records import Summary
 
 ROW_PLACEHOLDER = "{row}"
 _FIELD = re.compile(r"\{([a-z_]+)\}")
@@ -39,8 +40,8 @@ class HistoryEntry:
 
     step: int
     description: str
-    train: dict
-    validation: dict | None
+    train: Summary
+    validation: Summary | None
     best: bool = False
     #: scored on the first validation rows only: it lost its race against the best
     partial: bool = False
@@ -58,13 +59,13 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.0f}%"
 
 
-def _metrics_line(name: str, summary: dict | None) -> str:
-    if not summary or not summary.get("n"):
+def _metrics_line(name: str, summary: Summary | None) -> str:
+    if not summary or not summary.n:
         return ""
     return (
-        f"{name}: accuracy {_pct(summary.get('accuracy'))} on {summary['n_scored']} rows "
-        f"(confusion with A as positive: TP={summary['tp']} FN={summary['fn']} FP={summary['fp']} TN={summary['tn']}), "
-        f"mean confidence {_pct(summary.get('mean_confidence'))}"
+        f"{name}: accuracy {_pct(summary.accuracy)} on {summary.n_scored} rows "
+        f"(confusion with A as positive: TP={summary.tp} FN={summary.fn} FP={summary.fp} TN={summary.tn}), "
+        f"mean confidence {_pct(summary.mean_confidence)}"
     )
 
 

@@ -9,12 +9,14 @@ the ``<script>`` block the figure JSON sits in is the page's job (:mod:`asyncpip
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
-from asyncpipe.report.tables import histogram_counts, reliability_bins
+from asyncpipe.metrics import reliability_bins
+from asyncpipe.report.tables import histogram_counts
 
 SPLIT_COLORS = {"train": "#4c72b0", "validation": "#dd8452"}
 LABEL_COLORS = {"A": "#2a9d8f", "B": "#c44e52"}
@@ -87,13 +89,12 @@ def accuracy_figure(steps: pl.DataFrame, selected_step: int | None = None) -> go
             )
         single = band.height == 1  # a band needs two steps: show one step's interval as an error bar
         fig.add_trace(
-            go.Scatter(
-                x=rows["step"].to_list(),
-                y=rows["accuracy"].to_list(),
-                mode="lines+markers",
-                name=f"{split} accuracy",
-                legendgroup=split,
-                line={"color": color, "width": 2.5},
+            _step_line(
+                rows,
+                "accuracy",
+                split,
+                f"{split} accuracy",
+                {"color": color, "width": 2.5},
                 customdata=list(
                     zip(
                         rows["accuracy_low"].to_list(),
@@ -120,13 +121,12 @@ def accuracy_figure(steps: pl.DataFrame, selected_step: int | None = None) -> go
             )
         )
         fig.add_trace(
-            go.Scatter(
-                x=rows["step"].to_list(),
-                y=rows["balanced_accuracy"].to_list(),
-                mode="lines+markers",
-                name=f"{split} balanced accuracy",
-                legendgroup=split,
-                line={"color": color, "width": 1.5, "dash": "dot"},
+            _step_line(
+                rows,
+                "balanced_accuracy",
+                split,
+                f"{split} balanced accuracy",
+                {"color": color, "width": 1.5, "dash": "dot"},
                 marker={"symbol": "diamond-open"},
                 hovertemplate=f"{split}<br>step %{{x}}<br>balanced accuracy %{{y:.1%}}<extra></extra>",
             )
@@ -272,17 +272,18 @@ def reliability_figure(predictions: pl.DataFrame, bins: int = 10) -> go.Figure:
         ("p", "bias-corrected", "#4c72b0", True),
         ("p_a", "raw", "#937860", "legendonly"),
     ):
-        table = reliability_bins(predictions, column, bins)
+        # rows without a true label (a classify run over one file) say nothing about calibration
+        table = reliability_bins(predictions.filter(pl.col("label").is_in(["A", "B"])), bins, p_column=column)
         fig.add_trace(
             go.Scatter(
-                x=table["mean_p"].to_list(),
-                y=table["fraction_a"].to_list(),
+                x=table["mean_p_a"].to_list(),
+                y=table["frac_a"].to_list(),
                 mode="lines+markers",
                 name=name,
                 visible=visible,
                 line={"color": color},
                 marker={"size": 9},
-                customdata=table["count"].to_list(),
+                customdata=table["n"].to_list(),
                 hovertemplate=(
                     f"{name}<br>mean p(A) %{{x:.2f}}<br>fraction from A %{{y:.2f}}"
                     "<br>%{customdata} rows<extra></extra>"
@@ -293,3 +294,16 @@ def reliability_figure(predictions: pl.DataFrame, bins: int = 10) -> go.Figure:
     fig.update_xaxes(title_text="mean p(A) in bin", range=[0, 1])
     fig.update_yaxes(title_text="fraction truly from A", range=[0, 1.02])
     return fig
+
+
+def _step_line(rows: pl.DataFrame, column: str, split: str, name: str, line: dict, **more: Any) -> go.Scatter:
+    """One series over the describe steps, in its split's legend group."""
+    return go.Scatter(
+        x=rows["step"].to_list(),
+        y=rows[column].to_list(),
+        mode="lines+markers",
+        name=name,
+        legendgroup=split,
+        line=line,
+        **more,
+    )

@@ -18,7 +18,7 @@ import plotly.io as pio
 
 from asyncpipe.report import figures, headline, sections
 from asyncpipe.report.format import esc
-from asyncpipe.report.properties import properties_section
+from asyncpipe.report.properties_page import properties_section
 from asyncpipe.report.read import Artifacts, final_summaries, predictions_frame, step_metrics
 
 PLOTLY_JS = "plotly.min.js"

@@ -1,6 +1,6 @@
 """The summary page of ``asyncpipe pairs``: one accuracy matrix per question and a table of every pair.
 
-``render_pairs_summary(out_dir)`` reads ``pairs.json`` (written by :mod:`asyncpipe.pipeline.pairs`) and
+``render_pairs_summary(out_dir)`` reads ``pairs.json`` (:mod:`asyncpipe.records`, written by ``pairs``) and
 writes ``index.html`` beside it. The matrix is an HTML table with coloured cells rather than a Plotly
 heatmap, because every cell links to its pair's own report and Plotly heatmap cells cannot hold links;
 so the page needs no JavaScript at all, and a Content-Security-Policy forbids every outside source.
@@ -10,13 +10,13 @@ model's description may contain ``<script>``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from urllib.parse import quote
 
+from asyncpipe.atomic import write_bytes_atomic
 from asyncpipe.errors import UserError
+from asyncpipe.records import PairRecord, PairsRecord, RecordError, Summary, read_pairs
 from asyncpipe.report.format import clipped, esc, interval, is_number, num, p_value, pct
-from asyncpipe.report.write import write_atomic
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -64,13 +64,13 @@ def render_pairs_summary(out_dir: Path) -> Path:
     """Write ``out_dir/index.html`` from ``out_dir/pairs.json``; returns its path."""
     out_dir = Path(out_dir)
     try:
-        data = json.loads((out_dir / "pairs.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{out_dir}: not an asyncpipe pairs folder (no pairs.json)") from None
-    except ValueError as exc:
-        raise UserError(f"{out_dir / 'pairs.json'}: cannot read ({exc})") from None
+        data = read_pairs(out_dir)
+    except RecordError as exc:
+        raise UserError(f"{out_dir}: {exc}") from None
+    if data is None:
+        raise UserError(f"{out_dir}: not an asyncpipe pairs folder (no pairs.json)")
     index = out_dir / "index.html"
-    write_atomic(index, pairs_page(data).encode("utf-8"))
+    write_bytes_atomic(index, pairs_page(data).encode("utf-8"))
     return index
 
 
@@ -84,68 +84,69 @@ def cell_colours(accuracy: float | None) -> tuple[str, str]:
     return "#{:02x}{:02x}{:02x}".format(*rgb), "#ffffff" if strength > 0.6 else "#1f2328"
 
 
-def _raw(pair: dict) -> dict:
-    return ((pair.get("held_out") or {}).get("raw")) or {}
+def _raw(pair: PairRecord) -> Summary | None:
+    held = (pair.held_out or {}).get("raw")
+    return held.scores if held else None
 
 
-def _corrected(pair: dict) -> dict:
-    return ((pair.get("held_out") or {}).get("corrected")) or {}
+def _corrected(pair: PairRecord) -> Summary | None:
+    held = (pair.held_out or {}).get("corrected")
+    return held.scores if held else None
 
 
-def _href(pair: dict) -> str | None:
-    report = pair.get("report")
-    return esc(quote(report)) if report else None
+def _href(pair: PairRecord) -> str | None:
+    return esc(quote(pair.report)) if pair.report else None
 
 
-def _split(pair: dict) -> str:
+def _split(pair: PairRecord) -> str:
     """Which split a pair's figures come from ("test", or "validation" when it kept no test rows)."""
-    return _raw(pair).get("split") or "held-out"
+    held = (pair.held_out or {}).get("raw")
+    return (held.split if held else "") or "held-out"
 
 
-def _significance(pair: dict) -> str:
-    adjusted = pair.get("pair_p_value_holm")
-    if not is_number(adjusted):
+def _significance(pair: PairRecord) -> str:
+    if not is_number(pair.pair_p_value_holm):
         return ""
-    mark = "significant" if pair.get("significant") else "not significant"
-    return f"Holm-adjusted {p_value(adjusted)}, {mark}"
+    mark = "significant" if pair.significant else "not significant"
+    return f"Holm-adjusted {p_value(pair.pair_p_value_holm)}, {mark}"
 
 
-def _tooltip(pair: dict) -> str:
+def _tooltip(pair: PairRecord) -> str:
     raw = _raw(pair)
-    head = f"A = {pair['a']['name']} vs B = {pair['b']['name']}"
-    if pair["status"] == "failed":
-        return f"{head}: failed: {pair.get('reason') or ''}"
+    head = f"A = {pair.a.name} vs B = {pair.b.name}"
+    if pair.status == "failed":
+        return f"{head}: failed: {pair.reason or ''}"
     if not raw:
-        return f"{head}: {pair['status']}" + (" (no held-out rows)" if pair["status"] == "complete" else "")
+        return f"{head}: {pair.status}" + (" (no held-out rows)" if pair.status == "complete" else "")
     return (
-        f"{head}, {_split(pair)} split: pair accuracy {pct(raw.get('pair_accuracy'))} "
-        f"{interval(raw.get('pair_ci_low'), raw.get('pair_ci_high'))} over {raw.get('n_pairs')} pairs, "
-        f"sign test {p_value(raw.get('pair_p_value'))} ({_significance(pair)}); accuracy "
-        f"{pct(raw.get('accuracy'))} {interval(raw.get('accuracy_low'), raw.get('accuracy_high'))}, "
-        f"coverage {pct(raw.get('coverage'))}, AUC {num(raw.get('auc'), 2)}, n = {raw.get('n')}"
+        f"{head}, {_split(pair)} split: pair accuracy {pct(raw.pair_accuracy)} "
+        f"{interval(raw.pair_ci_low, raw.pair_ci_high)} over {raw.n_pairs} pairs, "
+        f"sign test {p_value(raw.pair_p_value)} ({_significance(pair)}); accuracy "
+        f"{pct(raw.accuracy)} {interval(raw.accuracy_low, raw.accuracy_high)}, "
+        f"coverage {pct(raw.coverage)}, AUC {num(raw.auc, 2)}, n = {raw.n}"
     )
 
 
-def _cell(pair: dict | None, *, diagonal: bool = False) -> str:
+def _cell(pair: PairRecord | None, *, diagonal: bool = False) -> str:
     if diagonal:
         return '<td class="diag">—</td>'
     if pair is None:
         return '<td class="empty"></td>'
     raw = _raw(pair)
-    status = pair["status"]
+    status = pair.status
     if status == "failed":
         background, colour, inner = "#ffebe9", "#a40e26", '<span class="acc">failed</span>'
-    elif raw.get("pair_accuracy") is not None:
-        background, colour = cell_colours(raw["pair_accuracy"])
+    elif raw is not None and raw.pair_accuracy is not None:
+        background, colour = cell_colours(raw.pair_accuracy)
         star = (
             '<span class="sig" title="significant after Holm\'s correction">*</span>'
-            if pair.get("significant")
+            if pair.significant
             else ""
         )
         inner = (
-            f'<span class="acc">{pct(raw["pair_accuracy"], 0)}{star}</span><br>'
-            f'<span class="ci">{interval(raw.get("pair_ci_low"), raw.get("pair_ci_high"))}</span><br>'
-            f'<span class="split">{esc(_split(pair))} split · {num(raw.get("n_pairs"))} pairs</span>'
+            f'<span class="acc">{pct(raw.pair_accuracy, 0)}{star}</span><br>'
+            f'<span class="ci">{interval(raw.pair_ci_low, raw.pair_ci_high)}</span><br>'
+            f'<span class="split">{esc(_split(pair))} split · {num(raw.n_pairs)} pairs</span>'
         )
     else:
         background, colour = cell_colours(None)
@@ -155,18 +156,18 @@ def _cell(pair: dict | None, *, diagonal: bool = False) -> str:
     return f'<td style="background:{background};color:{colour}" title="{esc(_tooltip(pair))}">{body}</td>'
 
 
-def matrix_table(pairs: list[dict], *, against: bool) -> str:
+def matrix_table(pairs: list[PairRecord], *, against: bool) -> str:
     """Rows are A, columns B. For all pairs the matrix is symmetric (a pair shows in both triangles);
     with a base, rows are the other files and the column is the base."""
     if against:
-        rows = sorted({p["a"]["name"] for p in pairs})
-        cols = sorted({p["b"]["name"] for p in pairs})
-        lookup = {(p["a"]["name"], p["b"]["name"]): p for p in pairs}
+        rows = sorted({p.a.name for p in pairs})
+        cols = sorted({p.b.name for p in pairs})
+        lookup = {(p.a.name, p.b.name): p for p in pairs}
     else:
-        rows = cols = sorted({p["a"]["name"] for p in pairs} | {p["b"]["name"] for p in pairs})
+        rows = cols = sorted({p.a.name for p in pairs} | {p.b.name for p in pairs})
         lookup = {}
         for p in pairs:
-            lookup[(p["a"]["name"], p["b"]["name"])] = lookup[(p["b"]["name"], p["a"]["name"])] = p
+            lookup[(p.a.name, p.b.name)] = lookup[(p.b.name, p.a.name)] = p
     head = "".join(f'<th class="col" scope="col">{esc(c)}</th>' for c in cols)
     corner = "A ↓ &nbsp; B →" if against else ""
     lines = [
@@ -188,21 +189,20 @@ def legend() -> str:
 
 
 def _with_interval(
-    summary: dict, key: str = "accuracy", low: str = "accuracy_low", high: str = "accuracy_high"
+    summary: Summary | None, key: str = "accuracy", low: str = "accuracy_low", high: str = "accuracy_high"
 ) -> str:
-    if summary.get(key) is None:
+    if summary is None or getattr(summary, key) is None:
         return "–"
-    return f"{pct(summary[key])} {interval(summary.get(low), summary.get(high))}"
+    return f"{pct(getattr(summary, key))} {interval(getattr(summary, low), getattr(summary, high))}"
 
 
-def _adjusted(pair: dict) -> str:
-    adjusted = pair.get("pair_p_value_holm")
-    if not is_number(adjusted):
+def _adjusted(pair: PairRecord) -> str:
+    if not is_number(pair.pair_p_value_holm):
         return "–"
-    return f"{p_value(adjusted)}{' <b>*</b>' if pair.get('significant') else ''}"
+    return f"{p_value(pair.pair_p_value_holm)}{' <b>*</b>' if pair.significant else ''}"
 
 
-def pairs_table(pairs: list[dict]) -> str:
+def pairs_table(pairs: list[PairRecord]) -> str:
     head = (
         "<tr><th>A</th><th>B</th><th>status</th><th>split</th><th>pairs</th><th>pair accuracy (95% CI)</th>"
         "<th>sign-test p</th><th>Holm-adjusted p</th><th>rows</th><th>coverage</th><th>accuracy (95% CI)</th>"
@@ -211,33 +211,33 @@ def pairs_table(pairs: list[dict]) -> str:
     lines = [f'<div class="scroll"><table class="pairs"><thead>{head}</thead><tbody>']
     for p in pairs:
         raw, corrected = _raw(p), _corrected(p)
-        earlier = '<div class="sub">from an earlier run</div>' if p.get("skipped") else ""
+        earlier = '<div class="sub">from an earlier run</div>' if p.skipped else ""
         href = _href(p)
         link = f'<div><a href="{href}">report</a></div>' if href else ""
-        if p["status"] == "failed":
-            detail = f'<span class="reason">{esc(p.get("reason"))}</span>'
-        elif p.get("description"):
-            step = p.get("selected_step")
+        if p.status == "failed":
+            detail = f'<span class="reason">{esc(p.reason)}</span>'
+        elif p.description:
+            step = p.selected_step
             detail = (f'<span class="sub">step {esc(step)}:</span> ' if step else "") + clipped(
-                p["description"], 300
+                p.description, 300
             )
         else:
             detail = ""
         lines.append(
             "<tr>"
-            f'<td class="name">{esc(p["a"]["name"])}<div class="path">{esc(p["a"]["path"])}</div></td>'
-            f'<td class="name">{esc(p["b"]["name"])}<div class="path">{esc(p["b"]["path"])}</div></td>'
-            f'<td class="state"><span class="badge status-{esc(p["status"])}">{esc(p["status"])}</span>{earlier}{link}</td>'
-            f'<td class="state">{esc(raw.get("split") or "–")}</td>'
-            f'<td class="num">{num(raw.get("n_pairs"))}</td>'
+            f'<td class="name">{esc(p.a.name)}<div class="path">{esc(p.a.path)}</div></td>'
+            f'<td class="name">{esc(p.b.name)}<div class="path">{esc(p.b.path)}</div></td>'
+            f'<td class="state"><span class="badge status-{esc(p.status)}">{esc(p.status)}</span>{earlier}{link}</td>'
+            f'<td class="state">{esc(_split(p) if raw else "–")}</td>'
+            f'<td class="num">{num(raw.n_pairs if raw else None)}</td>'
             f'<td class="num">{_with_interval(raw, "pair_accuracy", "pair_ci_low", "pair_ci_high")}</td>'
-            f'<td class="num">{p_value(raw.get("pair_p_value"))}</td>'
+            f'<td class="num">{p_value(raw.pair_p_value if raw else None)}</td>'
             f'<td class="num">{_adjusted(p)}</td>'
-            f'<td class="num">{num(raw.get("n"))}</td>'
-            f'<td class="num">{pct(raw.get("coverage"))}</td>'
+            f'<td class="num">{num(raw.n if raw else None)}</td>'
+            f'<td class="num">{pct(raw.coverage if raw else None)}</td>'
             f'<td class="num">{_with_interval(raw)}</td>'
-            f'<td class="num">{p_value(raw.get("p_value"))}</td>'
-            f'<td class="num">{num(raw.get("auc"), 3)}</td>'
+            f'<td class="num">{p_value(raw.p_value if raw else None)}</td>'
+            f'<td class="num">{num(raw.auc if raw else None, 3)}</td>'
             f'<td class="num">{_with_interval(corrected)}</td>'
             f'<td class="desc">{detail}</td>'
             "</tr>"
@@ -246,20 +246,20 @@ def pairs_table(pairs: list[dict]) -> str:
     return "".join(lines)
 
 
-def _header(data: dict) -> str:
-    pairs = data.get("pairs") or []
+def _header(data: PairsRecord) -> str:
+    pairs = data.pairs
     counts: dict[str, int] = {}
     for p in pairs:
-        counts[p["status"]] = counts.get(p["status"], 0) + 1
-    status = data.get("status", "running")
+        counts[p.status] = counts.get(p.status, 0) + 1
+    status = data.status
     tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    models = data.get("models") or {}
+    models = data.models
     model_text = (
         models.get("classify")
         if models.get("classify") == models.get("describe")
         else (f"{models.get('describe')} describes, {models.get('classify')} classifies")
     )
-    against = data.get("against")
+    against = data.against
     mode = (
         f"every file against the base <b>{esc(against)}</b> (A = the other file, B = the base)"
         if against
@@ -268,9 +268,9 @@ def _header(data: dict) -> str:
     parts = [
         "<h1>asyncpipe pairs</h1>",
         f'<p><span class="badge status-{esc(status)}">{esc(status)}</span> {len(pairs)} pairs: {esc(tally)} · '
-        f"model: {esc(model_text)} · updated {esc(data.get('updated_at'))}</p>",
+        f"model: {esc(model_text)} · updated {esc(data.updated_at)}</p>",
         f'<p class="sub">Compared: {mode}'
-        + (", within each question." if data.get("by_question") else ".")
+        + (", within each question." if data.by_question else ".")
         + "</p>",
         '<p class="sub">Each cell is the <b>pair accuracy</b> of the pair\'s selected description on held-out rows: '
         "among pairs (row i of A, row i of B) with both rows scored, the share in which the A row gets the higher "
@@ -286,7 +286,7 @@ def _header(data: dict) -> str:
         parts.append(
             '<p class="note">Still running: this page is rewritten as each pair finishes; reload it.</p>'
         )
-    for warning in data.get("warnings") or []:
+    for warning in data.warnings:
         parts.append(f'<p class="note">{esc(warning)}</p>')
     failed = counts.get("failed", 0)
     if failed:
@@ -294,9 +294,9 @@ def _header(data: dict) -> str:
     return "".join(parts)
 
 
-def _correction_note(data: dict) -> str:
+def _correction_note(data: PairsRecord) -> str:
     """Which multiple-testing correction was applied, over how many tests."""
-    correction = data.get("multiple_testing") or {}
+    correction = data.multiple_testing or {}
     tests = correction.get("tests")
     if not isinstance(tests, int) or tests == 0:
         return '<p class="sub">No pair has a held-out sign test yet, so nothing is marked significant.</p>'
@@ -310,17 +310,17 @@ def _correction_note(data: dict) -> str:
     )
 
 
-def pairs_page(data: dict) -> str:
-    pairs = data.get("pairs") or []
-    groups: dict[str | None, list[dict]] = {}
+def pairs_page(data: PairsRecord) -> str:
+    pairs = data.pairs
+    groups: dict[str | None, list[PairRecord]] = {}
     for p in pairs:
-        groups.setdefault(p.get("question"), []).append(p)
+        groups.setdefault(p.question, []).append(p)
     body = [_header(data)]
     for question in sorted(groups, key=lambda q: q or ""):
         members = groups[question]
         title = f"Question: {question}" if question is not None else "All files"
         body.append(f"<section><h2>{esc(title)}</h2>")
-        body.append(matrix_table(members, against=bool(data.get("against"))))
+        body.append(matrix_table(members, against=bool(data.against)))
         body.append(pairs_table(members))
         body.append("</section>")
     body.append(

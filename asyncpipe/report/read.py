@@ -7,9 +7,7 @@ half-written file never stops the report (``steps.jsonl`` may end in a torn line
 
 Files read (written by the pipeline):
 
-- ``run.json``: status, labels, models, stats, the selected step and the final summaries.
-- ``steps.jsonl``: one object per describe step (description, pairs shown, train/validation summary,
-  and with racing on the race record).
+- ``run.json`` and ``steps.jsonl``: read through :mod:`asyncpipe.records`, which defines them.
 - ``metrics.parquet``: one row per (phase, step, split, correction) with the summary columns; a step
   that lost its race has split ``validation_partial`` (its race rows only) instead of ``validation``.
 - ``predictions.parquet``: one row per input row, with ``p_a``, ``p_a_corrected`` and ``predicted``.
@@ -18,8 +16,6 @@ Files read (written by the pipeline):
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +24,7 @@ import polars as pl
 import yaml
 
 from asyncpipe.metrics import SUMMARY_INT_KEYS, SUMMARY_KEYS, SUMMARY_TEXT_KEYS
-
-LABELS = ("A", "B")
+from asyncpipe.records import LabelInfo, RecordError, RunRecord, StepRecord, Summary, read_run, read_steps
 
 _INT_KEYS = frozenset(SUMMARY_INT_KEYS)
 _TEXT_KEYS = frozenset(SUMMARY_TEXT_KEYS)
@@ -39,61 +34,11 @@ STEP_COLUMNS = ("step", "epoch", "split", *SUMMARY_KEYS)
 
 
 @dataclass(frozen=True)
-class LabelInfo:
-    """What 'A' or 'B' stands for: a display name, the file it came from and its row count."""
-
-    name: str
-    path: str
-    rows: int | None
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """``run.json``. ``stats`` and ``config`` stay plain dicts: the report only shows them."""
-
-    status: str
-    message: str | None
-    started_at: str | None
-    finished_at: str | None
-    wall_seconds: float | None
-    version: str | None
-    labels: dict[str, LabelInfo]
-    models: dict[str, str]
-    config: dict[str, Any]
-    stats: dict[str, Any]
-    selected_step: int | None
-    selection_reason: str | None
-    bias_offset: float | None
-    final: dict[str, dict[str, Any]] | None
-    #: how the describe loop went and why it ended (patience, racing); empty in older runs
-    loop: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One line of ``steps.jsonl``."""
-
-    step: int
-    epoch: int | None
-    description: str
-    pairs: tuple[int, ...]
-    train: dict[str, Any] | None
-    validation: dict[str, Any] | None
-    #: the race against the best step so far (racing on): against, rows, mean_difference, lower_bound, go_on
-    race: dict[str, Any] | None = None
-
-    @property
-    def validation_partial(self) -> bool:
-        """Lost its race: ``validation`` covers the race rows only."""
-        return bool(self.race) and self.race.get("go_on") is False
-
-
-@dataclass(frozen=True)
 class Artifacts:
     """Everything found in a run directory; ``problems`` lists files that could not be read."""
 
     out_dir: Path
-    run: RunInfo | None
+    run: RunRecord | None
     steps: tuple[StepRecord, ...]
     metrics: pl.DataFrame | None
     predictions: pl.DataFrame | None
@@ -102,16 +47,18 @@ class Artifacts:
 
     def label(self, key: str) -> LabelInfo:
         """The name behind 'A' or 'B'; the bare letter when run.json does not say."""
-        if self.run is not None and key in self.run.labels:
-            return self.run.labels[key]
-        return LabelInfo(name=key, path="", rows=None)
+        return self.run.label(key) if self.run is not None else LabelInfo(key, "", None)
 
 
 def load_artifacts(out_dir: Path) -> Artifacts:
     """Read whatever artifacts exist in ``out_dir``."""
     problems: list[str] = []
-    run = _read_run(out_dir / "run.json", problems)
-    steps = _read_steps(out_dir / "steps.jsonl", problems)
+    try:
+        run = read_run(out_dir)
+    except RecordError as exc:
+        run, problems = None, [str(exc)]
+    steps, step_problems = read_steps(out_dir / "steps.jsonl")
+    problems += step_problems
     metrics = _read_parquet(out_dir / "metrics.parquet", problems)
     predictions = _read_parquet(out_dir / "predictions.parquet", problems)
     classify = _read_yaml(out_dir / "classify.yaml", problems)
@@ -154,8 +101,7 @@ def final_summaries(art: Artifacts) -> dict[tuple[str, str], dict[str, Any]]:
     """Final summaries keyed by ``(split, correction)``.
 
     From the ``phase == "final"`` rows of metrics.parquet; when there are none, from ``run.json``'s
-    ``final``, either ``{correction: {split: summary}}`` or ``{split: summary}`` (then keyed
-    ``(split, "final")``, since it does not say which correction the summaries are).
+    ``final`` (an early run.json that does not say which correction its summaries are: ``"final"``).
     """
     out: dict[tuple[str, str], dict[str, Any]] = {}
     if art.metrics is not None and "phase" in art.metrics.columns:
@@ -163,16 +109,9 @@ def final_summaries(art: Artifacts) -> dict[tuple[str, str], dict[str, Any]]:
         for row in rows.iter_rows(named=True):
             out[(str(row["split"]), str(row.get("correction") or "raw"))] = _clean_summary(row)
     if not out and art.run is not None and art.run.final:
-        for key, value in art.run.final.items():
-            if not isinstance(value, dict):
-                continue
-            if key in ("raw", "corrected") and not {"n", "accuracy"} & value.keys():
-                # the shape the pipeline writes: {correction: {split: summary}}
-                for split, summary in value.items():
-                    if isinstance(summary, dict):
-                        out[(str(split), key)] = _clean_summary(summary)
-            else:
-                out[(str(key), "final")] = _clean_summary(value)
+        for correction, per_split in art.run.final.items():
+            for split, summary in per_split.items():
+                out[(split, correction)] = summary.to_dict()
     return out
 
 
@@ -216,84 +155,6 @@ def last_step(art: Artifacts) -> int | None:
 
 
 # --- readers -------------------------------------------------------------------------------------
-
-
-def _read_run(path: Path, problems: list[str]) -> RunInfo | None:
-    if not path.exists():
-        return None
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as exc:
-        problems.append(f"{path.name} could not be read: {exc}")
-        return None
-    try:
-        return _run_info(raw)
-    except (TypeError, ValueError, AttributeError) as exc:
-        problems.append(f"{path.name} has an unexpected shape: {exc}")
-        return None
-
-
-def _run_info(raw: dict[str, Any]) -> RunInfo:
-    labels = {}
-    for key in LABELS:
-        info = _dict(raw.get("labels")).get(key)
-        info = {"name": info} if isinstance(info, str) else _dict(info)
-        labels[key] = LabelInfo(
-            name=str(info.get("name") or key),
-            path=str(info.get("path") or ""),
-            rows=_int_or_none(info.get("rows")),
-        )
-    final = raw.get("final")
-    return RunInfo(
-        status=str(raw.get("status") or "unknown"),
-        message=_str_or_none(raw.get("message")),
-        started_at=_str_or_none(raw.get("started_at")),
-        finished_at=_str_or_none(raw.get("finished_at")),
-        wall_seconds=_float_or_none(raw.get("wall_seconds")),
-        version=_str_or_none(raw.get("version")),
-        labels=labels,
-        models={str(k): str(v) for k, v in _dict(raw.get("models")).items()},
-        config=_dict(raw.get("config")),
-        stats=_dict(raw.get("stats")),
-        selected_step=_int_or_none(raw.get("selected_step")),
-        selection_reason=_str_or_none(raw.get("selection_reason")),
-        bias_offset=_float_or_none(raw.get("bias_offset")),
-        final=final if isinstance(final, dict) else None,
-        loop=_dict(raw.get("loop")),
-    )
-
-
-def _read_steps(path: Path, problems: list[str]) -> tuple[StepRecord, ...]:
-    if not path.exists():
-        return ()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        problems.append(f"{path.name} could not be read: {exc}")
-        return ()
-    by_step: dict[int, StepRecord] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-            metrics = raw.get("metrics") or {}
-            record = StepRecord(
-                step=int(raw["step"]),
-                epoch=_int_or_none(raw.get("epoch")),
-                description=str(raw.get("description") or ""),
-                pairs=tuple(int(p) for p in raw.get("pairs") or ()),
-                train=metrics.get("train"),
-                validation=metrics.get("validation"),
-                race=raw.get("race") if isinstance(raw.get("race"), dict) else None,
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            problems.append(f"{path.name} line {number} skipped: {exc}")
-            continue
-        by_step[record.step] = record  # a step written twice (resume): the later line wins
-    return tuple(by_step[k] for k in sorted(by_step))
 
 
 def _read_parquet(path: Path, problems: list[str]) -> pl.DataFrame | None:
@@ -344,47 +205,11 @@ def _step_rows(steps: tuple[StepRecord, ...]) -> list[tuple[Any, ...]]:
     for record in steps:
         held_out = "validation_partial" if record.validation_partial else "validation"
         for split, summary in (("train", record.train), (held_out, record.validation)):
-            if not isinstance(summary, dict):
-                continue
-            clean = _clean_summary(summary)
-            rows.append((record.step, record.epoch, split, *(clean[k] for k in SUMMARY_KEYS)))
+            if summary is not None:
+                rows.append((record.step, record.epoch, split, *(getattr(summary, k) for k in SUMMARY_KEYS)))
     return rows
 
 
 def _clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
     """A summary with every key present, ints as int, floats as finite float or None."""
-    out: dict[str, Any] = {}
-    for key in SUMMARY_KEYS:
-        value = summary.get(key)
-        if key in _TEXT_KEYS:
-            out[key] = _str_or_none(value)
-        else:
-            out[key] = _int_or_none(value) if key in _INT_KEYS else _float_or_none(value)
-    return out
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def _int_or_none(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _float_or_none(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return Summary.from_dict(summary).to_dict()  # type: ignore[union-attr]

@@ -212,16 +212,12 @@ def steps_block(art: Artifacts, steps: pl.DataFrame) -> str:
             f"Step {step} (epoch {num(record.epoch)}) — train {pct(train.get('accuracy'))}, "
             f"validation {pct(val.get('accuracy'))}"
         )
-        race = record.race or {}
-        if race:
+        race = record.race
+        if race is not None:
             summary += (
-                f" — race against step {race.get('against')} on {num(race.get('rows'))} held-out rows: log loss "
-                f"{race.get('mean_difference', 0):+.4f} per row (95% lower bound {race.get('lower_bound', 0):+.4f}), "
-                + (
-                    "scored on every held-out row"
-                    if race.get("go_on")
-                    else "lost its race, not scored further"
-                )
+                f" — race against step {race.against} on {num(race.rows)} held-out rows: log loss "
+                f"{race.mean_difference:+.4f} per row (95% lower bound {race.lower_bound:+.4f}), "
+                + ("scored on every held-out row" if race.go_on else "lost its race, not scored further")
             )
         opened = " open" if step == open_step else ""
         dcls = "step selected" if step == chosen else "step"

@@ -44,25 +44,6 @@ def most_typical(predictions: pl.DataFrame, label: str, k: int = 5) -> pl.DataFr
     )
 
 
-def reliability_bins(predictions: pl.DataFrame, column: str = "p", bins: int = 10) -> pl.DataFrame:
-    """Equal-width bins of p(A) over [0, 1]: ``bin``, ``mean_p``, ``fraction_a`` and ``count``.
-
-    ``fraction_a`` is the share of rows truly from A in the bin; a calibrated classifier lies on the
-    diagonal. Empty bins are left out.
-    """
-    scored = predictions.filter(pl.col(column).is_not_null())
-    return (
-        scored.with_columns(bin=(pl.col(column) * bins).floor().clip(0, bins - 1).cast(pl.Int64))
-        .group_by("bin")
-        .agg(
-            mean_p=pl.col(column).mean(),
-            fraction_a=(pl.col("label") == "A").mean(),
-            count=pl.len(),
-        )
-        .sort("bin")
-    )
-
-
 def histogram_counts(
     predictions: pl.DataFrame, label: str, column: str = "p", bins: int = 20
 ) -> pl.DataFrame:

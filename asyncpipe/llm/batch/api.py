@@ -128,7 +128,7 @@ class BatchAPI:
 
 
 def _error(method: str, url: str, status: int, raw: bytes) -> Exception:
-    from asyncpipe.llm.openai_http import error_fields
+    from asyncpipe.llm.http_errors import error_fields
 
     message, _kind, code = error_fields(raw)
     if status in (408, 409, 425, 429) or status >= 500:

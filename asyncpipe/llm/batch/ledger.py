@@ -18,11 +18,11 @@ says exactly which batches exist.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+
+from asyncpipe.atomic import write_json_atomic
 
 State = Literal["written", "exported", "uploaded", "submitted", "done", "failed", "cancelled"]
 LEDGER = "batches.json"
@@ -54,12 +54,6 @@ class Part:
         return self.state in ("written", "uploaded", "submitted")
 
 
-def _new_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 class Ledger:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -87,17 +81,7 @@ class Ledger:
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         data: dict[str, Any] = {"format": FORMAT, "parts": [asdict(p) for p in self.parts]}
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{LEDGER}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), _new_file_mode())  # as open() would make it, not mkstemp's 0600
-                json.dump(data, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(self.path, data)
 
     def summary(self) -> dict[str, Any]:
         """For run.json and the progress display: batches by state, and their request counts."""

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from asyncpipe.errors import RetryableAPIError
 from asyncpipe.llm.cache import ResponseCache
 from asyncpipe.llm.client import score_json
-from asyncpipe.llm.openai_http import REJECTED_STATUS, error_fields, label_score
+from asyncpipe.llm.http_errors import REJECTED_STATUS, error_fields
+from asyncpipe.llm.openai_http import label_score
 from asyncpipe.llm.stats import RunStats
 
 NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})

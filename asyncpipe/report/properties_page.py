@@ -14,7 +14,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 import polars as pl
 
-from asyncpipe.metrics.properties import SIGNIFICANT_Q
+from asyncpipe.metrics.prevalence import SIGNIFICANT_Q
+from asyncpipe.records import RecordError, RunRecord, read_run
 from asyncpipe.report.figures import plot_text
 from asyncpipe.report.format import clipped, esc, is_number, num, p_value, pct
 
@@ -219,16 +220,17 @@ def heatmap_figure(table: pl.DataFrame) -> go.Figure:
     return fig
 
 
-def properties_page(out_dir: Path, run: dict) -> str:
+def properties_page(out_dir: Path, run: RunRecord | None) -> str:
     from asyncpipe.report.page import document, figure_html
 
     table, problem = _read(out_dir / "properties.parquet")
-    props = run.get("properties") or []
-    status = run.get("status", "running")
+    items = ((run.properties if run else None) or {}).get("items")
+    props = [p for p in items if isinstance(p, dict)] if isinstance(items, list) else []
+    status = run.status if run else "running"
     parts = [
         "<h1>asyncpipe properties</h1>",
         f'<p><span class="badge status-{esc(status)}">{esc(status)}</span> {len(props)} properties · '
-        f"{len(run.get('files') or [])} files · model {esc(run.get('model'))}</p>",
+        f"{len(run.files) if run else 0} files · model {esc(run.models.get('check') if run else None)}</p>",
         '<p class="sub">Each property was checked alone on every row of every file (one yes/no answer each, '
         "p(yes) ≥ 0.5 counts as yes). Prevalence with its Wilson 95% interval; against a base, the paired "
         "difference with Newcombe's hybrid score interval, the exact McNemar p and Benjamini–Hochberg q over "
@@ -237,8 +239,8 @@ def properties_page(out_dir: Path, run: dict) -> str:
         *(f"<tr><td>{esc(p.get('id'))}</td><td>{esc(p.get('text'))}</td></tr>" for p in props),
         "</tbody></table>",
     ]
-    if run.get("message"):
-        parts.append(f'<p class="note problem">{esc(run["message"])}</p>')
+    if run is not None and run.message:
+        parts.append(f'<p class="note problem">{esc(run.message)}</p>')
     if problem:
         parts.append(f'<p class="note problem">{esc(problem)}</p>')
     if table is not None and table.height:
@@ -269,17 +271,15 @@ def properties_page(out_dir: Path, run: dict) -> str:
 
 def render_properties_page(out_dir: Path) -> Path:
     """Write ``index.html`` (and ``plotly.min.js``) of an ``asyncpipe properties`` output directory."""
-    import json
-
     from plotly.offline import get_plotlyjs
 
-    from asyncpipe.report.write import write_atomic, write_if_changed
+    from asyncpipe.atomic import write_bytes_atomic, write_if_changed
 
     try:
-        run = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        run = {}
+        run = read_run(out_dir)
+    except RecordError:
+        run = None
     write_if_changed(out_dir / "plotly.min.js", get_plotlyjs().encode("utf-8"))
     index = out_dir / "index.html"
-    write_atomic(index, properties_page(out_dir, run if isinstance(run, dict) else {}).encode("utf-8"))
+    write_bytes_atomic(index, properties_page(out_dir, run).encode("utf-8"))
     return index

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from asyncpipe.pipeline.compare import Outcome
+from asyncpipe.pipeline.outcome import Outcome
 from asyncpipe.pipeline.progress import percent
 from asyncpipe.pipeline.property_stage import summary_lines
+from asyncpipe.records import Summary
 
 
 def _p(value: float | None) -> str:
@@ -24,19 +25,19 @@ def _with_ci(value: float | None, low: float | None, high: float | None) -> str:
     return f"{percent(value)} ({percent(low)}–{percent(high)})"
 
 
-def split_line(split: str, s: dict, corrected: dict) -> str:
+def split_line(split: str, s: Summary, corrected: Summary | None) -> str:
     """One split in one line: pair accuracy first (the figure to publish), then accuracy with its
     coverage. Lines rather than a table: a table this wide is cut with an ellipsis in an 80-column log."""
-    test = _TEST_NAME.get(s.get("p_value_test") or "")
-    p = f"{_p(s.get('p_value'))} ({test})" if test else _p(s.get("p_value"))
-    auc = "n/a" if s.get("auc") is None else f"{s['auc']:.3f}"
+    test = _TEST_NAME.get(s.p_value_test or "")
+    p = f"{_p(s.p_value)} ({test})" if test else _p(s.p_value)
+    auc = "n/a" if s.auc is None else f"{s.auc:.3f}"
     return (
-        f"{split} ({s['n']} rows, {s.get('n_pairs', 0)} pairs): "
-        f"pair accuracy {_with_ci(s.get('pair_accuracy'), s.get('pair_ci_low'), s.get('pair_ci_high'))}, "
-        f"sign-test p {_p(s.get('pair_p_value'))} · "
-        f"accuracy {_with_ci(s.get('accuracy'), s.get('accuracy_low'), s.get('accuracy_high'))}, "
-        f"coverage {percent(s.get('coverage'))}, balanced {percent(s.get('balanced_accuracy'))}, "
-        f"p vs chance {p}, AUC {auc} · bias-corrected accuracy {percent(corrected.get('accuracy'))}"
+        f"{split} ({s.n} rows, {s.n_pairs or 0} pairs): "
+        f"pair accuracy {_with_ci(s.pair_accuracy, s.pair_ci_low, s.pair_ci_high)}, "
+        f"sign-test p {_p(s.pair_p_value)} · "
+        f"accuracy {_with_ci(s.accuracy, s.accuracy_low, s.accuracy_high)}, "
+        f"coverage {percent(s.coverage)}, balanced {percent(s.balanced_accuracy)}, "
+        f"p vs chance {p}, AUC {auc} · bias-corrected accuracy {percent(corrected.accuracy if corrected else None)}"
     )
 
 
@@ -46,7 +47,7 @@ def print_summary(outcome: Outcome, console: Console) -> None:
     raw, corrected = final.get("raw", {}), final.get("corrected", {})
     for split in ("test", "validation", "train", "rest", "all"):
         if s := raw.get(split):
-            console.print(split_line(split, s, corrected.get(split, {})), markup=False, highlight=False)
+            console.print(split_line(split, s, corrected.get(split)), markup=False, highlight=False)
     console.print(
         "Pair accuracy: share of pairs (A row i, B row i) where the A row gets the higher p(A), ties ½; "
         "its sign test is one-sided, ties left out. p vs chance is one-sided (binomial where A and B rows "

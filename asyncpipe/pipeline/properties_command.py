@@ -12,8 +12,8 @@ base), each other file is compared with the base pair by pair: the paired differ
 interval, the exact McNemar p, and Benjamini–Hochberg q over every test of the run.
 
 Outputs in ``--output``: ``properties.parquet`` (one row per file and property:
-:data:`~asyncpipe.metrics.properties.PREVALENCE_COLUMNS`), ``property_scores.parquet`` (one row per
-file, property and row), ``run.json`` (``command: properties``) and ``index.html`` (a files × properties
+:data:`~asyncpipe.metrics.prevalence.PREVALENCE_COLUMNS`), ``property_scores.parquet`` (one row per
+file, property and row), ``run.json`` (``kind: properties``) and ``index.html`` (a files × properties
 heatmap and the same table). A re-run pays nothing (the response cache); ``--dry-run`` counts the
 requests and prices them, and sends and writes nothing.
 """
@@ -23,29 +23,24 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 
-from asyncpipe import __version__
-from asyncpipe.config import Templates, load_settings, model_facts
-from asyncpipe.data.files import Member, find_files, named, question_of
+from asyncpipe.config import PropertiesConfig, Templates
+from asyncpipe.data.files import Member, find_files, matches, named, question_of
 from asyncpipe.data.load import choose_text_column, read_table
 from asyncpipe.data.render import make_layout, render_rows
 from asyncpipe.errors import FatalAPIError, UserError
+from asyncpipe.llm.interrupt import Stopper
 from asyncpipe.llm.pool import build_pool
-from asyncpipe.metrics.properties import SIGNIFICANT_Q, prevalence_table
-from asyncpipe.pipeline.outputs import (
-    prepare_output_dir,
-    run_fingerprint,
-    write_json_atomic,
-    write_parquet_atomic,
-)
-from asyncpipe.pipeline.pairs_plan import _matches
+from asyncpipe.metrics.prevalence import SIGNIFICANT_Q, prevalence_table
+from asyncpipe.model_facts import model_facts
+from asyncpipe.pipeline.outputs import RunDirectory, run_fingerprint
 from asyncpipe.pipeline.progress import Reporter
 from asyncpipe.pipeline.property_checks import RowRef, check_properties
 from asyncpipe.prompts.properties import Property, load_properties_file, property_check_messages
+from asyncpipe.records import CheckedFile, RunRecord, RunStatus
 
 
 @dataclass(frozen=True)
@@ -76,7 +71,7 @@ def plan_files(paths: list[str], *, output: Path, against: str | None, by_questi
         group = named(groups[question])
         base = None
         if against_key is not None:
-            bases = [m for m in group if _matches(m, against_key)]
+            bases = [m for m in group if matches(m, against_key)]
             if len(bases) > 1:
                 raise UserError(f"--against {against}: matches {len(bases)} files; give a path")
             base = bases[0] if bases else None
@@ -98,18 +93,18 @@ def plan_files(paths: list[str], *, output: Path, against: str | None, by_questi
     return jobs
 
 
-def load_texts(jobs: list[FileJob], args) -> tuple[dict[str, list[str]], dict]:
+def load_texts(jobs: list[FileJob], cfg: PropertiesConfig) -> tuple[dict[str, list[str]], dict]:
     """Every file rendered as a model sees its rows (one layout for all), and that layout."""
     frames = [read_table(job.path) for job in jobs]
-    if args.max_rows:
-        frames = [f.head(args.max_rows) for f in frames]
+    if cfg.max_rows:
+        frames = [f.head(cfg.max_rows) for f in frames]
     first = frames[0]
-    column = choose_text_column(first, first, args.column, (str(jobs[0].path),) * 2)
+    column = choose_text_column(first, first, cfg.text_column, (str(jobs[0].path),) * 2)
     for job, frame in zip(jobs, frames, strict=True):
         choose_text_column(first, frame, column, (str(jobs[0].path), str(job.path)))
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    with_question = not args.no_question and all("question" in f.columns for f in frames)
-    settings_chars = args.max_row_chars
+    columns = list(cfg.columns) if cfg.columns else None
+    with_question = cfg.with_question and all("question" in f.columns for f in frames)
+    settings_chars = cfg.max_row_chars
     layout = None
     for frame in frames:
         layout = make_layout(
@@ -130,13 +125,13 @@ def load_texts(jobs: list[FileJob], args) -> tuple[dict[str, list[str]], dict]:
 
 def dry_run_text(props: list[Property], texts: dict[str, list[str]], model: str, templates: Templates) -> str:
     """What the command would send and cost (an upper bound: identical rows are asked once)."""
-    from asyncpipe.pipeline.estimate import _messages_tokens, token_counter
+    from asyncpipe.pipeline.token_count import messages_tokens, token_counter
 
     facts = model_facts(model)
     counter = token_counter(facts)
     rows = [t for file_texts in texts.values() for t in file_texts]
     row_tokens = sum(counter.count(t) for t in rows)
-    prefix = sum(_messages_tokens(property_check_messages(templates, p.text), counter.count) for p in props)
+    prefix = sum(messages_tokens(property_check_messages(templates, p.text), counter.count) for p in props)
     requests = len(props) * len(rows)
     tokens_in = prefix * len(rows) + len(props) * row_tokens
     price = facts.price
@@ -153,75 +148,60 @@ def dry_run_text(props: list[Property], texts: dict[str, list[str]], model: str,
     return "\n".join(lines)
 
 
-async def run_properties(args, reporter: Reporter, model: str, base_url: str | None) -> Path:
+async def run_properties(cfg: PropertiesConfig, reporter: Reporter, stopper: Stopper | None = None) -> Path:
     """The whole command; returns the path of index.html."""
-    from asyncpipe.report.properties import render_properties_page
+    from asyncpipe.report.properties_page import render_properties_page
 
-    props = load_properties_file(args.props)  # first: a malformed file costs nothing
-    jobs = plan_files(
-        [str(p) for p in args.paths], output=args.output, against=args.against, by_question=args.by_question
-    )
-    settings = load_settings(args.config)
-    templates = Templates.from_settings(settings["prompts"])
-    if args.max_row_chars is None:
-        args.max_row_chars = settings["max_row_chars"]
-    texts, layout = load_texts(jobs, args)
-    if args.dry_run:
-        print(dry_run_text(props, texts, model, templates))
-        return args.output / "index.html"
-    pool = build_pool(
-        base_url=base_url,
-        api_key=os.environ.get("OPENAI_API_KEY"),
-        timeout=args.timeout or settings["timeout"],
-        concurrency=args.concurrency or settings["concurrency"],
-        max_attempts=args.max_attempts or settings["max_attempts"],
-        retry_base_delay=settings["retry_base_delay"],
-        retry_max_delay=settings["retry_max_delay"],
-        rpm=args.rpm,
-        tpm=args.tpm,
-    )
-    pool.provider(model, "classify")
-    checks = {p.id: property_check_messages(templates, p.text) for p in props}
-    min_label_mass = settings["min_label_mass"]
+    props = load_properties_file(cfg.props)  # first: a malformed file costs nothing
+    jobs = plan_files(list(cfg.paths), output=cfg.output, against=cfg.against, by_question=cfg.by_question)
+    texts, layout = load_texts(jobs, cfg)
+    if cfg.dry_run:
+        print(dry_run_text(props, texts, cfg.model, cfg.templates))
+        return cfg.output / "index.html"
+    pool = build_pool(cfg.pool, stopper=stopper)
+    pool.provider(cfg.model, "classify")
+    checks = {p.id: property_check_messages(cfg.templates, p.text) for p in props}
     fingerprint = run_fingerprint(
-        {"properties": checks, "min_label_mass": min_label_mass, "model": model, "base_url": base_url, "layout": layout, "max_rows": args.max_rows,
-         "files": [(j.name, j.base) for j in jobs]},
+        {"properties": checks, "min_label_mass": cfg.min_label_mass, "model": cfg.model, "base_url": cfg.pool.base_url,
+         "layout": layout, "max_rows": cfg.max_rows, "files": [(j.name, j.base) for j in jobs]},
         [j.path for j in jobs],
     )  # fmt: skip
-    prepare_output_dir(args.output, fingerprint, command="properties", force=args.force, resume=False)
+    out = RunDirectory.open(cfg.output, fingerprint, command="properties", force=cfg.force, resume=False)
     started = time.time()
-    info = {
-        "command": "properties",
-        "version": __version__,
-        "fingerprint": fingerprint,
-        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
-        "model": model,
-        "base_url": base_url,
-        "properties": [p.to_dict() for p in props],
-        "files": [
-            {
-                "name": j.name,
-                "path": str(j.path),
-                "question": j.question,
-                "base": j.base,
-                "rows": len(texts[j.name]),
-            }
-            for j in jobs
-        ],  # fmt: skip
-        "against": args.against,
-        "by_question": args.by_question,
-        "min_label_mass": min_label_mass,
-    }
-    write_json_atomic(args.output / "run.json", {**info, "status": "running"})
-    pool.open_cache(args.cache or args.output / "cache.sqlite")
-    client = pool.client(model, reporter.stats)
+
+    def record(status: RunStatus, message: str | None = None) -> RunRecord:
+        return RunRecord.as_of_now(
+            "properties",
+            status,
+            started,
+            message=message,
+            fingerprint=fingerprint,
+            models={"check": cfg.model},
+            config={
+                "base_url": cfg.pool.base_url,
+                "against": cfg.against,
+                "by_question": cfg.by_question,
+                "max_rows": cfg.max_rows,
+                "min_label_mass": cfg.min_label_mass,
+            },
+            properties={"items": [p.to_dict() for p in props]},
+            files=tuple(
+                CheckedFile(j.name, str(j.path), j.question, j.base, len(texts[j.name])) for j in jobs
+            ),
+            stats=reporter.stats.to_dict(),
+        )
+
+    out.save_run(record("running"))
+    pool.open_cache(cfg.cache_path or cfg.output / "cache.sqlite")
+    client = pool.client(cfg.model, reporter.stats)
     rows = [RowRef(j.name, i, "all", t) for j in jobs for i, t in enumerate(texts[j.name])]
     reporter.log(f"properties: checking {len(props)} properties on {len(rows)} rows of {len(jobs)} files")
     reporter.phase("checking properties", len(props) * len(rows))
-    status, message = "interrupted", "interrupted; run the same command again to continue"
+    status: RunStatus = "interrupted"
+    message: str | None = "interrupted; run the same command again to continue"
     try:
         scores = await check_properties(
-            client, list(checks.items()), rows, min_label_mass=min_label_mass, on_done=reporter.advance
+            client, list(checks.items()), rows, min_label_mass=cfg.min_label_mass, on_done=reporter.advance
         )
         status, message = "complete", None
     except (FatalAPIError, UserError) as exc:
@@ -231,18 +211,13 @@ async def run_properties(args, reporter: Reporter, model: str, base_url: str | N
         reporter.end_phase()
         await pool.aclose()
         if status != "complete":
-            write_json_atomic(args.output / "run.json", {**info, "status": status, "message": message})
+            out.save_run(record(status, message))
     table = prevalence_table(scores, [(p.id, p.text) for p in props], [(j.name, j.base) for j in jobs])
-    write_parquet_atomic(args.output / "properties.parquet", table)
-    write_parquet_atomic(args.output / "property_scores.parquet", scores)
-    write_json_atomic(
-        args.output / "run.json",
-        {**info, "status": "complete", "message": None, "stats": reporter.stats.to_dict(),
-         "wall_seconds": round(time.time() - started, 3)},
-    )  # fmt: skip
+    out.save_properties(table, scores)
+    out.save_run(record("complete"))
     for line in summary_lines(table):
         reporter.log(line)
-    return render_properties_page(args.output)
+    return render_properties_page(cfg.output)
 
 
 def summary_lines(table: pl.DataFrame) -> list[str]:

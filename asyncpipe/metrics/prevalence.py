@@ -134,6 +134,16 @@ def _pairs(scores: pl.DataFrame, prop: str, first: str, second: str) -> pl.DataF
     return left.join(right, on="row", how="inner").drop_nulls().sort("row")
 
 
+#: a paired difference of two files' prevalence: Newcombe's interval, exact McNemar p, BH q
+PAIRED_COLUMNS: dict[str, pl.DataType] = {
+    "difference": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "p_value": pl.Float64,
+    "q_value": pl.Float64,
+    "n_pairs": pl.Int64,
+}
+
 PROPERTY_COLUMNS: dict[str, pl.DataType] = {
     "rank": pl.Int64,
     "property": pl.Utf8,
@@ -145,12 +155,7 @@ PROPERTY_COLUMNS: dict[str, pl.DataType] = {
     "prevalence_b": pl.Float64,
     "mean_p_yes_a": pl.Float64,
     "mean_p_yes_b": pl.Float64,
-    "difference": pl.Float64,
-    "ci_low": pl.Float64,
-    "ci_high": pl.Float64,
-    "p_value": pl.Float64,
-    "q_value": pl.Float64,
-    "n_pairs": pl.Int64,
+    **PAIRED_COLUMNS,
     "n_unscored": pl.Int64,
 }
 
@@ -208,12 +213,7 @@ PREVALENCE_COLUMNS: dict[str, pl.DataType] = {
     "mean_p_yes": pl.Float64,
     "n_unscored": pl.Int64,
     "prevalence_base": pl.Float64,
-    "difference": pl.Float64,
-    "ci_low": pl.Float64,
-    "ci_high": pl.Float64,
-    "p_value": pl.Float64,
-    "q_value": pl.Float64,
-    "n_pairs": pl.Int64,
+    **PAIRED_COLUMNS,
 }
 
 

@@ -1,0 +1,147 @@
+"""The end of ``asyncpipe compare``: classify every row of both files with the selected description
+(through the Batch API first with ``--batch-api``), fit the bias offset on the held-out rows, list and
+check the properties, and save the classifier, the predictions and the final metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from asyncpipe.metrics import fit_bias_offset
+from asyncpipe.pipeline import artifacts, run_info
+from asyncpipe.pipeline.batch_pass import (
+    batch_final_pass,
+    final_requests,
+    open_batches_note,
+    progress_display,
+)
+from asyncpipe.pipeline.outcome import Outcome, Selection
+from asyncpipe.pipeline.property_stage import PropertyResult, rows_to_check, run_property_stage
+from asyncpipe.records import StepRecord
+
+if TYPE_CHECKING:
+    from asyncpipe.pipeline.compare import Run
+
+
+async def _batch_pass(run: Run, description: str, rows: list[tuple[str, int]]) -> None:
+    """``--batch-api``: the final pass's requests as batch jobs first; their answers fill the cache."""
+    assert run.cfg.batch is not None
+    messages, swapped = run.classifier_prompts(description)
+    texts = [run.loaded.side(label).texts[i] for label, i in rows]
+    show = progress_display(run.reporter)
+
+    def on_progress(summary: dict) -> None:
+        show(summary)
+        run.batches = dict(summary)
+        run.out.save_run(run.record("running"))
+
+    requests = final_requests(run.classifier, messages, swapped, texts)
+    try:
+        await batch_final_pass(
+            run.classifier,
+            run.cfg.batch,
+            run.out.path,
+            requests,
+            run.reporter,
+            run.batch_stats,
+            on_progress,
+        )
+    finally:
+        run.reporter.end_phase()
+
+
+async def finish(run: Run) -> Outcome:
+    """Classify every row of both files with the selected description; save the classifier."""
+    cfg, loaded = run.cfg, run.loaded
+    selected, reason = run.best()
+    run.reporter.log(f"selected step {selected.step}: {reason}")
+    all_rows = [("A", i) for i in range(len(loaded.side_a.texts))] + [
+        ("B", i) for i in range(len(loaded.side_b.texts))
+    ]
+    if cfg.batch is not None:
+        await _batch_pass(run, selected.description, all_rows)
+    elif note := open_batches_note(run.out.path):
+        run.reporter.log(note)
+    scores = await run.classify(selected.description, all_rows, "final classification of every row")
+    splits = artifacts.splits_of(
+        loaded.plan, list(range(max(len(loaded.side_a.texts), len(loaded.side_b.texts))))
+    )
+    frame = artifacts.raw_predictions(
+        [label for label, _ in all_rows],
+        [i for _, i in all_rows],
+        [splits[i] for _, i in all_rows],
+        [loaded.side(label).texts[i] for label, i in all_rows],
+        scores,
+    )
+    fit_on = "validation" if loaded.plan.validation else "train"
+    offset = fit_bias_offset(frame.filter(pl.col("split") == fit_on))
+    predictions = artifacts.predictions_with_correction(frame, offset)
+    found = await _find_properties(run, selected, splits.__getitem__)
+    final = artifacts.summarize_splits(predictions)
+    for correction, per_split in final.items():
+        for split, summary in per_split.items():
+            run.metric_rows.append(
+                artifacts.metrics_row("final", selected.step, None, split, correction, summary)
+            )
+    messages, swapped = run.classifier_prompts(selected.description)
+    document = artifacts.classifier_document(
+        model=cfg.classify_model,
+        base_url=cfg.base_url,
+        messages=messages,
+        swapped_messages=swapped,
+        description=selected.description,
+        layout=loaded.layout.to_dict(),
+        labels={key: info.to_dict() for key, info in loaded.labels().items()},
+        selected={
+            "step": selected.step,
+            "epoch": selected.epoch,
+            "reason": reason,
+            "metrics": selected.to_dict()["metrics"],
+        },
+        bias_offset=offset,
+        bias_fitted_on=fit_on,
+        min_label_mass=cfg.min_label_mass,
+        classify_mode=cfg.classify_mode,
+    )
+    if (entry := found.classifier_entry(cfg)) is not None:
+        document["properties"] = entry
+    run.out.save_results(predictions, classifier=document, properties=(found.table, found.scores))
+    run.selection = Selection(selected, reason, offset, final, found.run_record())
+    run.save("complete")
+    total, cost = run_info.totals(cfg, run.describe_stats, run.stats, run.batch_stats)
+    roles = {"describe": run.describe_stats, "classify": run.stats}
+    if run.batch_stats.requests:
+        roles["classify (batch)"] = run.batch_stats
+    index = run.out.path / "index.html"
+    return Outcome(
+        run.out.path,
+        "complete",
+        selected,
+        final,
+        index,
+        total,
+        cost,
+        roles,
+        run.loop_record(),
+        found,
+        tuple(run.warnings),
+        artifacts.unscored_reasons(predictions),
+    )
+
+
+async def _find_properties(run: Run, selected: StepRecord, split_of) -> PropertyResult:
+    """The properties stage: listed from the chosen description and its batch, checked on the
+    held-out pairs (validation and test), or on every row with ``--properties-on all``."""
+    loaded = run.loaded
+    held = [i for i in range(loaded.n_pairs) if split_of(i) in ("validation", "test")]
+    return await run_property_stage(
+        run.cfg,
+        describer=run.describer,
+        checker=run.classifier,
+        description=selected.description,
+        shown_a=[loaded.side_a.texts[i] for i in selected.pairs],
+        shown_b=[loaded.side_b.texts[i] for i in selected.pairs],
+        rows=rows_to_check(run.cfg, loaded.side_a.texts, loaded.side_b.texts, held, split_of),
+        reporter=run.reporter,
+    )
