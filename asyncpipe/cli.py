@@ -200,6 +200,7 @@ def build_properties_config(args: argparse.Namespace, log) -> PropertiesConfig:
         cache_path=args.cache,
         force=args.force,
         dry_run=args.dry_run,
+        batch=batch_options(args, settings, model),
     )
 
 

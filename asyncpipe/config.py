@@ -198,6 +198,8 @@ class PropertiesConfig:
     cache_path: Path | None = None
     force: bool = False
     dry_run: bool = False
+    #: --batch-api: the checks as batch jobs first (None: online)
+    batch: BatchOptions | None = None
 
 
 @dataclass(frozen=True)

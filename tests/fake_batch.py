@@ -230,7 +230,7 @@ class FakeBatches:
                     "body": self.fake._completion(body, "A", None, 10),
                 }
             elif _is_classify(body):
-                answer = self.fake.classify_body(body, self.fake.scorer(body))
+                answer = self.fake.label_answer(body)
                 response = {"status_code": 200, "request_id": f"req_{n}", "body": answer}
             else:
                 text = self.fake.describe_text(body, 0)
@@ -266,7 +266,7 @@ def run_batch_file(fake: FakeOpenAI, requests: str, output: str) -> None:
         for n, text in enumerate(handle):
             request = json.loads(text)
             body = request["body"]
-            answer = fake.classify_body(body, fake.scorer(body))
+            answer = fake.label_answer(body)
             response = {"status_code": 200, "request_id": f"vllm-batch-{n}", "body": answer}
             lines.append(
                 {"id": f"vllm-{n}", "custom_id": request["custom_id"], "response": response, "error": None}

@@ -370,6 +370,11 @@ class FakeOpenAI:
                 )
         return None
 
+    def label_answer(self, body: dict) -> dict:
+        """The answer to a one-token request with logprobs: a property check's yes/no, else 'A'/'B'."""
+        tops = self.property_checker(body) if is_property_check(body) else self.scorer(body)
+        return self.classify_body(body, tops)
+
     def classify_body(self, body: dict, tops: list[tuple[str, float]]) -> dict:
         if self.fake_logprobs == "zero":
             tops = [(t, 0.0) for t, _ in tops]
@@ -480,7 +485,7 @@ class FakeOpenAI:
         if fault:
             return await self.inject(fault, request, body)
         if is_property_check(body):
-            return web.json_response(self.classify_body(body, self.property_checker(body)))
+            return web.json_response(self.label_answer(body))
         if (refusal := self.reasoning_refusal(body)) is not None:
             return refusal
         if is_sample(body):

@@ -27,6 +27,14 @@ def wait_until(condition, process, limit: float = 300.0) -> None:
         time.sleep(0.02)
 
 
+def kill_when(args: list, condition) -> None:
+    """Start the command line, wait (bounded) until ``condition`` holds, then ``kill -9`` it."""
+    process = start_cli(*args)
+    wait_until(condition, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=20)
+
+
 def compare_args(server: ServerThread, a: Path, b: Path, out: Path, *extra) -> list:
     return [*fake_compare(server, a, b, out), "--max-steps", "2", "--quiet", *extra]
 
@@ -96,12 +104,7 @@ def test_kill_while_polling_then_rerun_polls_the_same_batch(tmp_path):
     out = tmp_path / "out"
     with ServerThread(fake) as server:
         args = compare_args(server, a, b, out, "--batch-api", *POLL)
-        process = start_cli(*args)
-        wait_until(
-            lambda: any(p["state"] == "submitted" for p in ledger(out)) and fake.batch.polls >= 3, process
-        )
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=20)
+        kill_when(args, lambda: any(p["state"] == "submitted" for p in ledger(out)) and fake.batch.polls >= 3)
         assert fake.batch.created == 1
         fake.batch.hold.clear()
         again = run_cli(*args)
@@ -118,10 +121,7 @@ def test_a_batch_created_but_not_recorded_is_found_by_its_file(tmp_path):
     out = tmp_path / "out"
     with ServerThread(fake) as server:
         args = compare_args(server, a, b, out, "--batch-api", *POLL)
-        process = start_cli(*args)
-        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)), process)
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=20)
+        kill_when(args, lambda: any(p["state"] == "submitted" for p in ledger(out)))
         # as if the kill had come between creating the batch and recording it
         path = out / "batches" / "batches.json"
         data = json.loads(path.read_text())
@@ -397,10 +397,8 @@ def test_a_run_without_batch_api_warns_of_batches_left_open(tmp_path):
     fake.batch.hold.set()
     out = tmp_path / "out"
     with ServerThread(fake) as server:
-        process = start_cli(*compare_args(server, a, b, out, "--batch-api", *POLL))
-        wait_until(lambda: any(p["state"] == "submitted" for p in ledger(out)), process)
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=20)
+        args = compare_args(server, a, b, out, "--batch-api", *POLL)
+        kill_when(args, lambda: any(p["state"] == "submitted" for p in ledger(out)))
         online = run_cli(*fake_compare(server, a, b, out), "--max-steps", "2")
     assert online.returncode == 0, online.stderr
     assert "note: 1 batch(es) of an earlier --batch-api run are still open (batch_fake1)" in online.stderr

@@ -71,6 +71,14 @@ AB = LabelSet("A", "B")
 YES_NO = LabelSet("yes", "no", fold_case=True)
 
 
+def label_set(key: str) -> LabelSet:
+    """The label set whose :attr:`LabelSet.key` is ``key`` (as a batch ledger records it)."""
+    for labels in (AB, YES_NO):
+        if labels.key == key:
+            return labels
+    raise ValueError(f"unknown label set {key!r}")
+
+
 def label_masses(top_logprobs: Iterable[tuple[str, float]], labels: LabelSet = AB) -> tuple[float, float]:
     """Sum the probability mass of the tokens that read as each label."""
     masses = [0.0, 0.0]

@@ -21,12 +21,13 @@ from pathlib import Path
 import anyio
 
 from asyncpipe.config import BatchOptions
-from asyncpipe.errors import BatchFilesWritten, UserError
+from asyncpipe.errors import AsyncpipeError, BatchFilesWritten, UserError
 from asyncpipe.llm.base import LabelScore, Message
 from asyncpipe.llm.batch.api import BatchAPI
 from asyncpipe.llm.batch.ledger import Ledger
-from asyncpipe.llm.batch.runner import BatchRunner, BatchSettings
+from asyncpipe.llm.batch.runner import BatchRunner, BatchSettings, Lines
 from asyncpipe.llm.client import LLMClient
+from asyncpipe.llm.labels import AB, YES_NO, LabelSet
 from asyncpipe.llm.openai_http import OPENAI_BASE_URL
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.pipeline.progress import Reporter
@@ -36,33 +37,48 @@ from asyncpipe.records import RecordError, read_run
 BATCH_DIR = "batches"
 
 
+#: one kind of request of a pass, made anew on each call: the requests are streamed, and read more than once
+Requests = Callable[[], Lines]
+
+
 def final_requests(
     client: LLMClient,
     messages: list[Message],
     swapped: list[Message] | None,
     texts: Sequence[str],
-) -> Callable[[], Iterator[tuple[str, bytes]]]:
-    """The final pass's requests as ``(cache key, body)``, streamed: each call starts them anew."""
+) -> Requests:
+    """The final pass's classify requests as ``(cache key, body)``, read as 'A'/'B'."""
     prompts = [messages] if swapped is None else [messages, swapped]
+    return lambda: Lines(_rows(client, prompts, texts, AB), AB)
 
-    def requests() -> Iterator[tuple[str, bytes]]:
-        for prompt in prompts:
-            scorer = client.row_scorer(prompt, ROW_PLACEHOLDER)
-            yield from scorer.requests(fence_safe(t) for t in texts)
 
-    return requests
+def check_requests(
+    client: LLMClient, checks: Sequence[tuple[str, list[Message]]], texts: Sequence[str]
+) -> Requests:
+    """Every property check (each property's id and request) on every row, read as 'yes'/'no': the
+    same requests :func:`~asyncpipe.pipeline.property_checks.check_properties` sends online."""
+    return lambda: Lines(_rows(client, [messages for _id, messages in checks], texts, YES_NO), YES_NO)
+
+
+def _rows(
+    client: LLMClient, prompts: Sequence[list[Message]], texts: Sequence[str], labels: LabelSet
+) -> Iterator[tuple[str, bytes]]:
+    for prompt in prompts:
+        scorer = client.row_scorer(prompt, ROW_PLACEHOLDER, labels)
+        yield from scorer.requests(fence_safe(t) for t in texts)
 
 
 async def batch_final_pass(
     client: LLMClient,
     options: BatchOptions,
     out: Path,
-    requests: Callable[[], Iterator[tuple[str, bytes]]],
+    kinds: Sequence[Requests],
     reporter: Reporter,
     batch_stats: RunStats,
     on_progress: Callable[[dict], None],
 ) -> None:
-    """Answer the final pass's requests through batches; refusals are settled on ``client``."""
+    """Answer the final pass's requests (its classification, and the property checks when there are
+    any) through batches, sent together; refusals are settled on ``client``."""
     if client.cache is None:
         raise UserError("--batch-api needs the response cache")
     runner = BatchRunner(
@@ -77,7 +93,7 @@ async def batch_final_pass(
         on_progress=on_progress,
     )
     if options.mode == "export":
-        files = runner.export(requests())
+        files = runner.export(*(kind() for kind in kinds))
         if not files:
             reporter.log("batch: every request of the final pass is answered already; going on")
             return
@@ -95,7 +111,7 @@ async def batch_final_pass(
         for path in paths:
             if not path.is_file():
                 raise UserError(f"--batch-api import: {path}: no such file")
-        into = runner.import_files(paths, requests())
+        into = runner.import_files(paths, *(kind() for kind in kinds))
         reporter.log(
             f"batch: imported {into.answered:,} answer(s) from {len(paths)} file(s)"
             + (f"; {into.foreign:,} line(s) of other requests ignored" if into.foreign else "")
@@ -108,7 +124,7 @@ async def batch_final_pass(
         refused = into.refused
     else:
         async with _closing(runner.api):
-            result = await runner.run(requests())
+            result = await runner.run(*(kind() for kind in kinds))
         refused = result.refused
         if result.to_retry:
             reporter.log(
@@ -168,8 +184,11 @@ def open_batches_note(out: Path) -> str | None:
     )
 
 
-def describe_batches(out: Path) -> str:
-    """``asyncpipe batches DIR``: the batches recorded in an output directory (and in its pairs')."""
+def describe_batches(out: Path, live: dict[str, dict] | None = None) -> str:
+    """``asyncpipe batches DIR``: the batches recorded in an output directory (and in its pairs'); an
+    open batch whose provider answered (``live``: batch id → the provider's batch object) shows the
+    status and counts it has now, marked ``*``; the others as the run last saw them."""
+    live = live or {}
     ledgers = [p.parent for p in sorted(out.glob(f"**/{BATCH_DIR}/batches.json"))]
     if not ledgers:
         raise UserError(f"{out}: no batches recorded (no {BATCH_DIR}/batches.json)")
@@ -181,13 +200,39 @@ def describe_batches(out: Path) -> str:
         if str(where) != ".":
             lines.append(f"{where}:")
         for part in Ledger(directory).parts:
-            c = part.counts
+            now = live.get(part.batch_id or "")
+            c = (now.get("request_counts") or {}) if now else part.counts
+            status = f"{now.get('status')}*" if now else part.batch_status or "-"
             lines.append(
-                f"{part.name:<16}{part.batch_id or '-':<28}{part.state:<11}{part.batch_status or '-':<12}"
+                f"{part.name:<16}{part.batch_id or '-':<28}{part.state:<11}{status:<12}"
                 f"{c.get('completed', 0):>10,}{c.get('failed', 0):>8,}{c.get('total', 0) or part.requests:>8,}"
                 + (f"  {part.message}" if part.message else "")
             )
+    if live:
+        lines.append("* as the provider reports it now; the rest as the run last saw it")
     return "\n".join(lines)
+
+
+def _open_batches(out: Path) -> list[str]:
+    return [
+        part.batch_id
+        for path in sorted(out.glob(f"**/{BATCH_DIR}/batches.json"))
+        for part in Ledger(path.parent).parts
+        if part.state == "submitted" and part.batch_id
+    ]
+
+
+async def live_status(batch_ids: list[str], api: BatchAPI) -> tuple[dict[str, dict], str | None]:
+    """What the provider says of each batch now, and why it could not say it (None: it did)."""
+    found: dict[str, dict] = {}
+    try:
+        for batch_id in batch_ids:
+            found[batch_id] = await api.retrieve(batch_id)
+    except AsyncpipeError as exc:
+        return found, f"could not ask about {batch_id} ({exc}); shown as the run last saw it"
+    finally:
+        await api.aclose()
+    return found, None
 
 
 async def cancel_batches(out: Path, api) -> list[str]:
@@ -208,21 +253,35 @@ async def cancel_batches(out: Path, api) -> list[str]:
 
 
 def batches_command(out: Path, *, cancel: bool, base_url: str | None) -> int:
-    """``asyncpipe batches DIR [--cancel]``: list the recorded batches; cancel the open ones at the
-    endpoint the run used (never at an address read from the directory: the key goes there)."""
-    print(describe_batches(out))
-    if not cancel:
-        return 0
+    """``asyncpipe batches DIR [--cancel]``: list the recorded batches, the open ones as the provider
+    reports them now; cancel the open ones. Both ask the endpoint the run used, and only when it is the
+    one given (--base-url, $OPENAI_BASE_URL, else OpenAI): an address is never read from the directory,
+    since the key goes there."""
     base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
     try:
         earlier = read_run(out)
     except RecordError:
         earlier = None
     saved = earlier.config.get("base_url") if earlier is not None else None
-    if saved and saved.rstrip("/") != base_url.rstrip("/"):
-        raise UserError(f"{out} sent its batches to {saved}; pass --base-url {saved} to cancel them")
+    elsewhere = bool(saved) and saved.rstrip("/") != base_url.rstrip("/")
+    describe_batches(out)  # a directory without batches stops here
     key = os.environ.get("OPENAI_API_KEY")
-    api = BatchAPI(base_url, {"Authorization": f"Bearer {key}"} if key else {})
-    cancelled = anyio.run(lambda: cancel_batches(out, api))
+
+    def api() -> BatchAPI:
+        return BatchAPI(base_url, {"Authorization": f"Bearer {key}"} if key else {})
+
+    live, note = {}, None
+    if (open_ids := _open_batches(out)) and elsewhere:
+        note = f"open batches as the run last saw them: they went to {saved}; pass --base-url {saved} to ask it now"
+    elif open_ids:
+        live, note = anyio.run(lambda: live_status(open_ids, api()))
+    print(describe_batches(out, live))
+    if note:
+        print(note)
+    if not cancel:
+        return 0
+    if elsewhere:
+        raise UserError(f"{out} sent its batches to {saved}; pass --base-url {saved} to cancel them")
+    cancelled = anyio.run(lambda: cancel_batches(out, api()))
     print(f"cancelling {len(cancelled)} batch(es): {', '.join(cancelled) or 'none was open'}")
     return 0

@@ -28,7 +28,7 @@ from asyncpipe.llm.registry import is_local
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.metrics.prevalence import prevalence_table
 from asyncpipe.pipeline import artifacts
-from asyncpipe.pipeline.batch_pass import batch_final_pass, final_requests, progress_display
+from asyncpipe.pipeline.batch_pass import batch_final_pass, check_requests, final_requests, progress_display
 from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.pipeline.inputs import load_side, side_names
 from asyncpipe.pipeline.outputs import RunDirectory, run_fingerprint
@@ -146,7 +146,9 @@ async def classify_saved(cfg: ClassifyConfig, reporter: Reporter, stopper: Stopp
     batch_stats = RunStats()
     if cfg.batch is not None:
         try:
-            await _batch_pass(cfg.batch, client, document, texts, out, fingerprint, reporter, batch_stats)
+            await _batch_pass(
+                cfg.batch, client, document, checks, texts, out, fingerprint, reporter, batch_stats
+            )
         except BaseException:
             await pool.aclose()
             raise
@@ -221,13 +223,15 @@ async def _batch_pass(
     batch: BatchOptions,
     client: LLMClient,
     document: dict[str, Any],
+    checks: list[tuple[str, list[dict]]],
     texts: list[str],
     out: RunDirectory,
     fingerprint: str,
     reporter: Reporter,
     batch_stats: RunStats,
 ) -> None:
-    """``--batch-api``: every row as batch jobs first; their answers fill the cache."""
+    """``--batch-api``: every row as batch jobs first, and every saved property check on every row;
+    their answers fill the cache."""
     show = progress_display(reporter)
 
     def on_progress(summary: dict) -> None:
@@ -237,8 +241,10 @@ async def _batch_pass(
         )
 
     try:
-        requests = final_requests(client, document["messages"], document.get("swapped_messages"), texts)
-        await batch_final_pass(client, batch, out.path, requests, reporter, batch_stats, on_progress)
+        kinds = [final_requests(client, document["messages"], document.get("swapped_messages"), texts)]
+        if checks:
+            kinds.append(check_requests(client, checks, texts))  # type: ignore[arg-type]
+        await batch_final_pass(client, batch, out.path, kinds, reporter, batch_stats, on_progress)
     finally:
         reporter.end_phase()
 

@@ -127,7 +127,7 @@ class Estimate:
             lines.append(
                 f"  properties  {listing.requests + k.requests:>10,}  ({k.model}): 1 request lists up to "
                 f"{k.requests // max(1, self.properties_rows)} properties, then each is checked on "
-                f"{self.properties_rows:,} rows"
+                f"{self.properties_rows:,} rows" + (", as Batch API jobs" if batch is not None else "")
             )
         lines += [
             "tokens:",

@@ -12,23 +12,40 @@ from asyncpipe.metrics import fit_bias_offset
 from asyncpipe.pipeline import artifacts, run_info
 from asyncpipe.pipeline.batch_pass import (
     batch_final_pass,
+    check_requests,
     final_requests,
     open_batches_note,
     progress_display,
 )
 from asyncpipe.pipeline.outcome import Outcome, Selection
-from asyncpipe.pipeline.property_stage import PropertyResult, rows_to_check, run_property_stage
+from asyncpipe.pipeline.property_checks import RowRef, check_prompts
+from asyncpipe.pipeline.property_stage import (
+    PropertyResult,
+    list_properties,
+    rows_to_check,
+    run_property_stage,
+)
 from asyncpipe.records import StepRecord
 
 if TYPE_CHECKING:
     from asyncpipe.pipeline.compare import Run
 
 
-async def _batch_pass(run: Run, description: str, rows: list[tuple[str, int]]) -> None:
-    """``--batch-api``: the final pass's requests as batch jobs first; their answers fill the cache."""
+async def _batch_pass(run: Run, selected: StepRecord, rows: list[tuple[str, int]], split_of) -> None:
+    """``--batch-api``: the final pass's requests, and the property checks' (their properties listed
+    first, online), as batch jobs sent together; their answers fill the cache."""
     assert run.cfg.batch is not None
-    messages, swapped = run.classifier_prompts(description)
+    messages, swapped = run.classifier_prompts(selected.description)
     texts = [run.loaded.side(label).texts[i] for label, i in rows]
+    kinds = [final_requests(run.classifier, messages, swapped, texts)]
+    if run.cfg.properties > 0:
+        shown_a, shown_b = _shown(run, selected)
+        found, _reply = await list_properties(
+            run.cfg, run.describer, selected.description, shown_a, shown_b, run.reporter
+        )
+        checked = [r.text for r in _rows_to_check(run, split_of)]
+        if found and checked:
+            kinds.append(check_requests(run.classifier, check_prompts(run.cfg.templates, found), checked))
     show = progress_display(run.reporter)
 
     def on_progress(summary: dict) -> None:
@@ -36,13 +53,12 @@ async def _batch_pass(run: Run, description: str, rows: list[tuple[str, int]]) -
         run.batches = dict(summary)
         run.out.save_run(run.record("running"))
 
-    requests = final_requests(run.classifier, messages, swapped, texts)
     try:
         await batch_final_pass(
             run.classifier,
             run.cfg.batch,
             run.out.path,
-            requests,
+            kinds,
             run.reporter,
             run.batch_stats,
             on_progress,
@@ -59,14 +75,14 @@ async def finish(run: Run) -> Outcome:
     all_rows = [("A", i) for i in range(len(loaded.side_a.texts))] + [
         ("B", i) for i in range(len(loaded.side_b.texts))
     ]
-    if cfg.batch is not None:
-        await _batch_pass(run, selected.description, all_rows)
-    elif note := open_batches_note(run.out.path):
-        run.reporter.log(note)
-    scores = await run.classify(selected.description, all_rows, "final classification of every row")
     splits = artifacts.splits_of(
         loaded.plan, list(range(max(len(loaded.side_a.texts), len(loaded.side_b.texts))))
     )
+    if cfg.batch is not None:
+        await _batch_pass(run, selected, all_rows, splits.__getitem__)
+    elif note := open_batches_note(run.out.path):
+        run.reporter.log(note)
+    scores = await run.classify(selected.description, all_rows, "final classification of every row")
     frame = artifacts.raw_predictions(
         [label for label, _ in all_rows],
         [i for _, i in all_rows],
@@ -130,18 +146,31 @@ async def finish(run: Run) -> Outcome:
     )
 
 
-async def _find_properties(run: Run, selected: StepRecord, split_of) -> PropertyResult:
-    """The properties stage: listed from the chosen description and its batch, checked on the
-    held-out pairs (validation and test), or on every row with ``--properties-on all``."""
+def _shown(run: Run, selected: StepRecord) -> tuple[list[str], list[str]]:
+    """The rows the selected description's describer saw: its batch from A and from B."""
+    loaded = run.loaded
+    return [loaded.side_a.texts[i] for i in selected.pairs], [loaded.side_b.texts[i] for i in selected.pairs]
+
+
+def _rows_to_check(run: Run, split_of) -> list[RowRef]:
+    """The rows the properties are checked on: the held-out pairs (validation and test), or every row
+    with ``--properties-on all``."""
     loaded = run.loaded
     held = [i for i in range(loaded.n_pairs) if split_of(i) in ("validation", "test")]
+    return rows_to_check(run.cfg, loaded.side_a.texts, loaded.side_b.texts, held, split_of)
+
+
+async def _find_properties(run: Run, selected: StepRecord, split_of) -> PropertyResult:
+    """The properties stage: listed from the chosen description and its batch, checked on
+    :func:`_rows_to_check` (with ``--batch-api`` every answer is in the cache by now)."""
+    shown_a, shown_b = _shown(run, selected)
     return await run_property_stage(
         run.cfg,
         describer=run.describer,
         checker=run.classifier,
         description=selected.description,
-        shown_a=[loaded.side_a.texts[i] for i in selected.pairs],
-        shown_b=[loaded.side_b.texts[i] for i in selected.pairs],
-        rows=rows_to_check(run.cfg, loaded.side_a.texts, loaded.side_b.texts, held, split_of),
+        shown_a=shown_a,
+        shown_b=shown_b,
+        rows=_rows_to_check(run, split_of),
         reporter=run.reporter,
     )

@@ -31,11 +31,13 @@ from asyncpipe.config import PropertiesConfig, Templates
 from asyncpipe.data.files import Member, find_files, matches, named, question_of
 from asyncpipe.data.load import choose_text_column, read_table
 from asyncpipe.data.render import make_layout, render_rows
-from asyncpipe.errors import FatalAPIError, UserError
+from asyncpipe.errors import BatchFilesWritten, FatalAPIError, UserError
 from asyncpipe.llm.interrupt import Stopper
 from asyncpipe.llm.pool import build_pool
+from asyncpipe.llm.stats import RunStats
 from asyncpipe.metrics.prevalence import SIGNIFICANT_Q, prevalence_table
 from asyncpipe.model_facts import model_facts
+from asyncpipe.pipeline.batch_pass import batch_final_pass, check_requests, progress_display
 from asyncpipe.pipeline.outputs import RunDirectory, run_fingerprint
 from asyncpipe.pipeline.progress import Reporter
 from asyncpipe.pipeline.property_checks import RowRef, check_properties
@@ -123,8 +125,16 @@ def load_texts(jobs: list[FileJob], cfg: PropertiesConfig) -> tuple[dict[str, li
     return texts, layout.to_dict()
 
 
-def dry_run_text(props: list[Property], texts: dict[str, list[str]], model: str, templates: Templates) -> str:
-    """What the command would send and cost (an upper bound: identical rows are asked once)."""
+def dry_run_text(
+    props: list[Property],
+    texts: dict[str, list[str]],
+    model: str,
+    templates: Templates,
+    *,
+    batch: bool = False,
+) -> str:
+    """What the command would send and cost (an upper bound: identical rows are asked once); with
+    ``batch``, at the Batch API's price."""
     from asyncpipe.pipeline.token_count import messages_tokens, token_counter
 
     facts = model_facts(model)
@@ -134,14 +144,15 @@ def dry_run_text(props: list[Property], texts: dict[str, list[str]], model: str,
     prefix = sum(messages_tokens(property_check_messages(templates, p.text), counter.count) for p in props)
     requests = len(props) * len(rows)
     tokens_in = prefix * len(rows) + len(props) * row_tokens
-    price = facts.price
+    price = facts.batch_price if batch else facts.price
     cost = None if price is None else (tokens_in * price.input + requests * price.output) / 1e6
     lines = [
         "dry run: nothing was sent and nothing was written",
         f"plan: {len(props)} properties × {len(rows):,} rows in {len(texts)} files",
-        f"  property checks  {requests:>10,}  ({model})",
+        f"  property checks  {requests:>10,}  ({model})" + (", as Batch API jobs" if batch else ""),
         f"  tokens  {tokens_in:>12,} in  {requests:>10,} out  ({counter.method})",
-        f"estimated cost: {'unknown: no price for ' + model + ' in config/models.yaml' if cost is None else f'${cost:,.4f}'}",
+        f"estimated cost: {'unknown: no price for ' + model + ' in config/models.yaml' if cost is None else f'${cost:,.4f}'}"
+        + (" (the Batch API's price)" if batch and cost is not None else ""),
     ]
     if counter.note:
         lines.append(f"  note: {counter.note}")
@@ -156,7 +167,7 @@ async def run_properties(cfg: PropertiesConfig, reporter: Reporter, stopper: Sto
     jobs = plan_files(list(cfg.paths), output=cfg.output, against=cfg.against, by_question=cfg.by_question)
     texts, layout = load_texts(jobs, cfg)
     if cfg.dry_run:
-        print(dry_run_text(props, texts, cfg.model, cfg.templates))
+        print(dry_run_text(props, texts, cfg.model, cfg.templates, batch=cfg.batch is not None))
         return cfg.output / "index.html"
     pool = build_pool(cfg.pool, stopper=stopper)
     pool.provider(cfg.model, "classify")
@@ -168,6 +179,7 @@ async def run_properties(cfg: PropertiesConfig, reporter: Reporter, stopper: Sto
     )  # fmt: skip
     out = RunDirectory.open(cfg.output, fingerprint, command="properties", force=cfg.force, resume=False)
     started = time.time()
+    batch_stats, batches = RunStats(), {}  # --batch-api: what the batches answered, and their progress
 
     def record(status: RunStatus, message: str | None = None) -> RunRecord:
         return RunRecord.as_of_now(
@@ -189,6 +201,8 @@ async def run_properties(cfg: PropertiesConfig, reporter: Reporter, stopper: Sto
                 CheckedFile(j.name, str(j.path), j.question, j.base, len(texts[j.name])) for j in jobs
             ),
             stats=reporter.stats.to_dict(),
+            batches=dict(batches),
+            batch_stats=batch_stats.to_dict() if cfg.batch is not None else None,
         )
 
     out.save_run(record("running"))
@@ -196,16 +210,32 @@ async def run_properties(cfg: PropertiesConfig, reporter: Reporter, stopper: Sto
     client = pool.client(cfg.model, reporter.stats)
     rows = [RowRef(j.name, i, "all", t) for j in jobs for i, t in enumerate(texts[j.name])]
     reporter.log(f"properties: checking {len(props)} properties on {len(rows)} rows of {len(jobs)} files")
-    reporter.phase("checking properties", len(props) * len(rows))
     status: RunStatus = "interrupted"
     message: str | None = "interrupted; run the same command again to continue"
     try:
+        if cfg.batch is not None:
+            show = progress_display(reporter)
+
+            def on_progress(summary: dict) -> None:
+                show(summary)
+                batches.update(summary)
+                out.save_run(record("running"))
+
+            requests = check_requests(client, list(checks.items()), [r.text for r in rows])
+            try:
+                await batch_final_pass(
+                    client, cfg.batch, out.path, [requests], reporter, batch_stats, on_progress
+                )
+            finally:
+                reporter.end_phase()
+        reporter.phase("checking properties", len(props) * len(rows))
         scores = await check_properties(
             client, list(checks.items()), rows, min_label_mass=cfg.min_label_mass, on_done=reporter.advance
         )
         status, message = "complete", None
-    except (FatalAPIError, UserError) as exc:
-        status, message = "failed", str(exc)
+    except (FatalAPIError, UserError, BatchFilesWritten) as exc:  # --batch-api export stops on purpose
+        status = "exported" if isinstance(exc, BatchFilesWritten) else "failed"
+        message = str(exc)
         raise
     finally:
         reporter.end_phase()

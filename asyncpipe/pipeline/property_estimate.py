@@ -4,6 +4,7 @@ the describer may list fewer than K properties and identical rows are asked once
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from asyncpipe.config import CHARS_PER_TOKEN, RunConfig
 from asyncpipe.data.pairing import Plan
@@ -51,12 +52,15 @@ def properties_sides(
     # a question of about 30 tokens around every row
     prefix = messages_tokens(property_check_messages(cfg.templates, "x" * 120), classify_counter.count)
     requests = k * len(checked)
+    facts = model_facts(cfg.classify_model)
+    if cfg.batch is not None:  # the checks go with the final pass, at the batch price
+        facts = replace(facts, price=facts.batch_price)
     check_side = RoleEstimate(
         cfg.classify_model,
         requests,
         k * (len(checked) * prefix + rows_tokens(checked)),
         requests,
         classify_counter,
-        model_facts(cfg.classify_model),
+        facts,
     )
     return list_side, check_side, len(checked)

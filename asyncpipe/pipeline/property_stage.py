@@ -87,6 +87,30 @@ def rows_to_check(
     return [RowRef(label, i, split_of(i), (texts_a if label == "A" else texts_b)[i]) for label, i in picks]
 
 
+async def list_properties(
+    cfg: RunConfig,
+    describer: LLMClient,
+    description: str,
+    shown_a: Sequence[str],
+    shown_b: Sequence[str],
+    reporter: Reporter,
+) -> tuple[list[Property], str]:
+    """Ask the describer (one request, fresh context) for up to ``cfg.properties`` yes/no properties;
+    the properties it listed and its reply. The request is cached: asking again costs nothing."""
+    reporter.log(f"properties: asking the describer for up to {cfg.properties} yes/no properties")
+    messages = properties_messages(
+        cfg.templates,
+        description=description,
+        examples_a=list(shown_a),
+        examples_b=list(shown_b),
+        k=cfg.properties,
+    )
+    reply = await describer.generate(
+        messages, max_tokens=cfg.describe_max_tokens, temperature=cfg.describe_temperature, seed=cfg.seed
+    )
+    return parse_properties(reply.text, cfg.properties), reply.text
+
+
 async def run_property_stage(
     cfg: RunConfig,
     *,
@@ -101,26 +125,15 @@ async def run_property_stage(
     """List the properties (one describe request), check them on ``rows``, test them pair by pair."""
     if cfg.properties <= 0:
         return PropertyResult("off")
-    reporter.log(f"properties: asking the describer for up to {cfg.properties} yes/no properties")
-    messages = properties_messages(
-        cfg.templates,
-        description=description,
-        examples_a=list(shown_a),
-        examples_b=list(shown_b),
-        k=cfg.properties,
-    )
-    reply = await describer.generate(
-        messages, max_tokens=cfg.describe_max_tokens, temperature=cfg.describe_temperature, seed=cfg.seed
-    )
-    found = parse_properties(reply.text, cfg.properties)
+    found, text = await list_properties(cfg, describer, description, shown_a, shown_b, reporter)
     if not found:
         note = "the describer's reply listed no usable property (one yes/no question per line, starting with '- ')"
         reporter.log(f"properties: {note}; the stage is empty")
-        return PropertyResult("empty", note, reply=reply.text)
+        return PropertyResult("empty", note, reply=text)
     if not rows:
         note = "no held-out rows to check the properties on (use --properties-on all, or hold out rows)"
         reporter.log(f"properties: {note}")
-        return PropertyResult("empty", note, tuple(found), reply=reply.text)
+        return PropertyResult("empty", note, tuple(found), reply=text)
     reporter.log(f"properties: checking {len(found)} properties on {len(rows)} rows, one request each")
     reporter.phase("checking properties", len(found) * len(rows))
     try:
@@ -134,7 +147,7 @@ async def run_property_stage(
     finally:
         reporter.end_phase()
     table = property_table(scores, [(p.id, p.text, p.claimed) for p in found])
-    return PropertyResult("done", None, tuple(found), table, scores, reply.text)
+    return PropertyResult("done", None, tuple(found), table, scores, text)
 
 
 def summary_lines(result: PropertyResult | None) -> list[str]:

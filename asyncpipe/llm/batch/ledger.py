@@ -47,6 +47,9 @@ class Part:
     to_retry: int = 0
     #: the part that resubmitted this one's unfinished lines (after expiry)
     resubmitted_as: str | None = None
+    #: the answers its lines ask for (a LabelSet key): "A/B" to classify, "yes/no/fold-case" to check
+    #: a property; a ledger from before property checks went by batch holds "A/B" only
+    labels: str = "A/B"
 
     @property
     def open(self) -> bool:

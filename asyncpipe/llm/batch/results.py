@@ -3,7 +3,8 @@
 A result line is ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``
 (OpenAI's output and error files, ``vllm run-batch``'s output). The custom id is the request's cache
 key, so a line's answer lands where the online client would have put it, parsed by the same code
-(:func:`~asyncpipe.llm.openai_http.label_score`), and the rest of the pipeline cannot tell the two apart.
+(:func:`~asyncpipe.llm.openai_http.label_score`, with the labels the request asked for: 'A'/'B' to
+classify, 'yes'/'no' to check a property), and the rest of the pipeline cannot tell the two apart.
 
 What a line can say, and what becomes of it:
 
@@ -25,6 +26,7 @@ from asyncpipe.errors import RetryableAPIError
 from asyncpipe.llm.cache import ResponseCache
 from asyncpipe.llm.client import score_json
 from asyncpipe.llm.http_errors import REJECTED_STATUS, error_fields
+from asyncpipe.llm.labels import AB, LabelSet
 from asyncpipe.llm.openai_http import label_score
 from asyncpipe.llm.stats import RunStats
 
@@ -49,15 +51,18 @@ def import_line(
     cache: ResponseCache,
     stats: RunStats,
     into: Imported,
-    wanted: Callable[[str], bool] | None = None,
+    labels_of: Callable[[str], LabelSet | None] = lambda _custom_id: AB,
 ) -> None:
+    """Read one result line into the cache; ``labels_of`` says which answers a custom id asked for ('A'
+    or 'B', 'yes' or 'no'), None for a line that is no request of this pass."""
     try:
         line = json.loads(raw)
         custom_id = line["custom_id"]
     except (ValueError, KeyError, TypeError):
         into.unreadable += 1
         return
-    if not isinstance(custom_id, str) or (wanted is not None and not wanted(custom_id)):
+    labels = labels_of(custom_id) if isinstance(custom_id, str) else None
+    if labels is None:
         into.foreign += 1
         return
     response = line.get("response") if isinstance(line.get("response"), dict) else None
@@ -75,7 +80,7 @@ def import_line(
     stats.requests += 1
     if status == 200 and isinstance(body, dict):
         try:
-            score = label_score(body)
+            score = label_score(body, labels)
         except RetryableAPIError as exc:
             into.to_retry += 1
             into.no_logprobs += exc.no_logprobs

@@ -33,6 +33,7 @@ from asyncpipe.llm.batch.requests import read_ids, remaining_lines, write_reques
 from asyncpipe.llm.batch.results import Imported, import_line
 from asyncpipe.llm.cache import ResponseCache
 from asyncpipe.llm.client import REJECTED_LIMIT
+from asyncpipe.llm.labels import AB, LabelSet, label_set
 from asyncpipe.llm.retry import RetryPolicy
 from asyncpipe.llm.stats import RunStats
 
@@ -40,6 +41,16 @@ from asyncpipe.llm.stats import RunStats
 NO_LOGPROBS_LIMIT = 8
 #: the longest wait between two polls
 MAX_POLL_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Lines:
+    """One kind of request of a pass: ``(cache key, encoded body)`` pairs, streamed, and the labels their
+    answers are read with ('A'/'B' to classify, 'yes'/'no' to check a property). A pass may hold both:
+    they go into separate request files, sent together, so the pass waits once."""
+
+    items: Iterable[tuple[str, bytes]]
+    labels: LabelSet = AB
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,9 @@ class BatchRunner:
                 covered.update(read_ids(self.ledger.ids_path(part)))
         return covered
 
-    def _write(self, items: Iterable[tuple[str, bytes]], covered: set[str], state: str) -> list[Part]:
+    def _write(
+        self, items: Iterable[tuple[str, bytes]], covered: set[str], state: str, labels: LabelSet
+    ) -> list[Part]:
         written = []
         for file in write_request_files(
             self._fresh(items, covered),
@@ -110,17 +123,17 @@ class BatchRunner:
             max_requests=self.settings.max_requests,
             max_bytes=self.settings.max_bytes,
         ):
-            part = Part(file.name, file.requests, state=state)  # type: ignore[arg-type]
+            part = Part(file.name, file.requests, state=state, labels=labels.key)  # type: ignore[arg-type]
             self.ledger.add(part)
             written.append(part)
         return written
 
     # -- the whole pass ---------------------------------------------------------------------------
-    async def run(self, items: Iterable[tuple[str, bytes]]) -> PassResult:
+    async def run(self, *kinds: Lines) -> PassResult:
         if self.api is None:
             raise ValueError("BatchRunner.run needs a BatchAPI")
         covered = self._covered(("written", "uploaded", "submitted", "done"))
-        new = self._write(items, covered, "written")
+        new = [part for kind in kinds for part in self._write(kind.items, covered, "written", kind.labels)]
         del covered
         sent = sum(p.requests for p in new)
         if new:
@@ -226,13 +239,14 @@ class BatchRunner:
         error: storing an answer twice is harmless)."""
         api = self.api
         assert api is not None
+        labels = label_set(part.labels)
 
         async def read() -> tuple[Imported, RunStats]:
             into, stats = Imported(), RunStats()
             for file_id in (part.output_file_id, part.error_file_id):
                 if file_id:
                     async for line in api.lines(file_id):
-                        import_line(line, self.cache, stats, into)
+                        import_line(line, self.cache, stats, into, lambda _custom_id: labels)
             return into, stats
 
         into, stats = await self._call(f"reading the results of {part.batch_id}", read)
@@ -291,7 +305,7 @@ class BatchRunner:
         lines = remaining_lines(
             self.ledger.requests_path(part), lambda key: key in refused or self.cache.has(key)
         )
-        new = self._write(lines, set(), "written")
+        new = self._write(lines, set(), "written", label_set(part.labels))
         if new:
             part.resubmitted_as = ",".join(p.name for p in new)
             self.log(
@@ -300,7 +314,7 @@ class BatchRunner:
             )
 
     # -- offline engines --------------------------------------------------------------------------
-    def export(self, items: Iterable[tuple[str, bytes]]) -> list[Path]:
+    def export(self, *kinds: Lines) -> list[Path]:
         """Write the request files for an offline engine (``vllm run-batch``); nothing is sent. Files of
         an earlier export are replaced."""
         for part in [p for p in self.ledger.parts if p.state == "exported"]:
@@ -308,18 +322,19 @@ class BatchRunner:
             self.ledger.ids_path(part).unlink(missing_ok=True)
             self.ledger.parts.remove(part)
         covered = self._covered(("written", "uploaded", "submitted"))
-        return [self.ledger.requests_path(p) for p in self._write(items, covered, "exported")]
+        parts = [p for kind in kinds for p in self._write(kind.items, covered, "exported", kind.labels)]
+        return [self.ledger.requests_path(p) for p in parts]
 
-    def import_files(self, paths: list[Path], items: Iterable[tuple[str, bytes]]) -> Imported:
+    def import_files(self, paths: list[Path], *kinds: Lines) -> Imported:
         """Read result files (OpenAI's or ``vllm run-batch``'s format) into the cache; only lines whose
-        custom id is a request of this pass are taken."""
-        wanted = {key for key, _body in items}
+        custom id is a request of this pass are taken, each read with its kind's labels."""
+        wanted = {key: kind.labels for kind in kinds for key, _body in kind.items}
         into, stats = Imported(), RunStats()
         for path in paths:
             with path.open("rb") as handle:
                 for line in handle:
                     if line.strip():
-                        import_line(line, self.cache, stats, into, wanted.__contains__)
+                        import_line(line, self.cache, stats, into, wanted.get)
         self._count(stats)
         for part in self.ledger.parts:
             if part.state == "exported":
