@@ -118,6 +118,9 @@ def test_a_test_split_too_small_to_be_significant_is_warned_about_before_any_req
     assert result.stderr.index(warning) < result.stderr.index("step 1/")  # before any request
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["warnings"] == [warning.removeprefix("warning: ").strip()]
+    # the dry run says so too, before anything is paid for
+    dry = run_cli(*fake_compare(server, a, b, tmp_path / "dry"), "--max-steps", "1", "--dry-run")
+    assert dry.returncode == 0 and " ".join(warning.split()) in " ".join(dry.stdout.split())
 
 
 def test_without_validation_rows_the_test_split_is_still_shown(tmp_path: Path):

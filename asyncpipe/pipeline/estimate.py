@@ -30,7 +30,7 @@ from asyncpipe.llm.base import ClassifyMode
 from asyncpipe.llm.openai_http import REASONING_ALLOWANCE, SAMPLE_REASONING_ALLOWANCE
 from asyncpipe.metrics.stopping import race_pairs
 from asyncpipe.model_facts import ModelFacts, model_facts
-from asyncpipe.pipeline.inputs import load_comparison
+from asyncpipe.pipeline.inputs import load_comparison, test_split_warning
 from asyncpipe.pipeline.token_count import TokenCounter, messages_tokens, token_counter
 from asyncpipe.pipeline.token_count import rows_tokens as count_rows
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, classify_messages, describe_messages
@@ -91,6 +91,8 @@ class Estimate:
     properties_list: RoleEstimate | None = None
     properties_check: RoleEstimate | None = None
     properties_rows: int = 0
+    #: what the run would warn of before its first request (a test split too small to be significant)
+    warnings: tuple[str, ...] = ()
 
     @property
     def roles(self) -> list[tuple[str, RoleEstimate]]:
@@ -173,6 +175,7 @@ class Estimate:
             "(no prefix-cache discount), answers already in the cache not subtracted"
         )
         lines.extend(self.savings())
+        lines.extend(f"warning: {warning}" for warning in self.warnings)
         return "\n".join(lines)
 
     def savings(self) -> list[str]:
@@ -371,4 +374,5 @@ def estimate_run(cfg: RunConfig) -> Estimate:
         if racing
         else 0,
         race_enabled=cfg.race,
+        warnings=tuple(w for w in [test_split_warning(cfg, plan)] if w),
     )
