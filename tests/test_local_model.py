@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from asyncpipe.errors import UserError
-from asyncpipe.llm.base import Message
+from asyncpipe.llm.base import Message, Sampling
 
 pytest.importorskip("llama_cpp")
 
@@ -94,9 +94,7 @@ def test_same_row_gets_the_same_p_a_whatever_came_before(provider):
             run(provider.score_labels, messages)
         score = run(provider.score_labels, target)
         assert score.p_a == alone, name
-    run(
-        lambda: provider.generate([Message(role="user", content="Hi")], max_tokens=2, temperature=0.0, seed=1)
-    )
+    run(lambda: provider.generate([Message(role="user", content="Hi")], Sampling(2, 0.0, 1)))
     assert run(provider.score_labels, target).p_a == alone, "after generate"
 
 
@@ -217,7 +215,7 @@ def test_instructions_too_long_for_context_is_a_user_error(small_provider):
 
 def test_generate_returns_text_within_max_tokens(provider):
     messages = [Message(role="user", content="Name one colour.")]
-    out = run(lambda: provider.generate(messages, max_tokens=12, temperature=0.0, seed=1))
+    out = run(lambda: provider.generate(messages, Sampling(12, 0.0, 1)))
     assert out.text.strip()
     assert 0 < out.usage.completion_tokens <= 12
 

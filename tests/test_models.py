@@ -12,7 +12,7 @@ import pytest
 
 from asyncpipe.config import Templates, load_settings
 from asyncpipe.errors import FatalAPIError, UserError
-from asyncpipe.llm.base import LOGPROBS, ClassifyMode
+from asyncpipe.llm.base import LOGPROBS, ClassifyMode, Sampling
 from asyncpipe.llm.cache import ResponseCache
 from asyncpipe.llm.client import SUSPECT_LOGPROBS_LIMIT, LLMClient
 from asyncpipe.llm.labels import implausible_logprobs, p_a_from_samples
@@ -88,8 +88,8 @@ def test_gpt_5_1_describe_effort():
         p = provider(server, "gpt-5.1")
 
         async def both():
-            low = await p.generate(messages, max_tokens=100, temperature=0.7, seed=1, reasoning_effort="low")
-            own = await p.generate(messages, max_tokens=100, temperature=0.7, seed=1)
+            low = await p.generate(messages, Sampling(100, 0.7, 1, reasoning_effort="low"))
+            own = await p.generate(messages, Sampling(100, 0.7, 1))
             await p.aclose()
             return low, own
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from asyncpipe.llm.labels import AB, LabelSet
 
@@ -140,6 +140,29 @@ class SlotPrompt:
         return [*self.head, {"role": self.role, "content": content}]
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a describe request is answered: at most ``max_tokens`` of text, at ``temperature`` with
+    ``seed``, and with ``reasoning_effort`` for a model that takes one (None: the model's own default)."""
+
+    max_tokens: int
+    temperature: float
+    seed: int | None = None
+    reasoning_effort: str | None = None
+
+    def key_params(self) -> dict[str, Any]:
+        """What the response cache keys a describe answer by (no effort when none is set, so caches
+        written before efforts existed stay valid)."""
+        params: dict[str, Any] = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+        }
+        if self.reasoning_effort is not None:
+            params["reasoning_effort"] = self.reasoning_effort
+        return params
+
+
 class Provider:
     """What every model backend implements (OpenAI-compatible HTTP, embedded llama.cpp), in one place.
 
@@ -184,16 +207,8 @@ class Provider:
         """For ``--batch-api``: the endpoint's Batch API (files and batch jobs)."""
         raise NotImplementedError(f"{type(self).__name__} has no Batch API")
 
-    async def generate(
-        self,
-        messages: list[Message],
-        *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-        reasoning_effort: str | None = None,
-    ) -> Generation:
-        """Describe: return free text (``reasoning_effort``: None for the model's own default)."""
+    async def generate(self, messages: list[Message], sampling: Sampling) -> Generation:
+        """Describe: return free text, answered as ``sampling`` says."""
         raise NotImplementedError
 
     async def aclose(self) -> None:

@@ -32,6 +32,7 @@ from asyncpipe.llm.base import (
     LabelScore,
     Message,
     Provider,
+    Sampling,
     SlotPrompt,
     Usage,
 )
@@ -245,33 +246,18 @@ class LLMClient:
                 del self.inflight[key]
             flight.done.set()
 
-    async def generate(
-        self,
-        messages: list[Message],
-        *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-        reasoning_effort: str | None = None,
-    ) -> Generation:
-        params: dict = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
-        if reasoning_effort is not None:  # absent from the key otherwise: earlier caches stay valid
-            params["reasoning_effort"] = reasoning_effort
-        key = cache_key(self.provider.cache_identity, "generate", {"messages": messages, **params})
+    async def generate(self, messages: list[Message], sampling: Sampling) -> Generation:
+        key = cache_key(
+            self.provider.cache_identity, "generate", {"messages": messages, **sampling.key_params()}
+        )
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.stats.cache_hits += 1
             return Generation(hit["text"], Usage(*hit["usage"]), from_cache=True)
         try:
             result = await self.policy.run(
                 lambda: self._attempt(
-                    lambda: self.provider.generate(
-                        messages,
-                        max_tokens=max_tokens,
-                        temperature=temperature,
-                        seed=seed,
-                        reasoning_effort=reasoning_effort,
-                    ),
-                    _estimate_tokens(messages) + max_tokens,
+                    lambda: self.provider.generate(messages, sampling),
+                    _estimate_tokens(messages) + sampling.max_tokens,
                     timed=False,
                 ),
                 on_retry=self._count_retry,

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from asyncpipe.errors import UserError
-from asyncpipe.llm.base import Generation, LabelScore, Message, Provider, Usage
+from asyncpipe.llm.base import Generation, LabelScore, Message, Provider, Sampling, Usage
 from asyncpipe.llm.chat_template import ChatTemplate
 from asyncpipe.llm.labels import AB, LabelSet, label_mass_from_logits, p_a_from_logits
 from asyncpipe.llm.model_file import check_gguf, shipped_model_path
@@ -109,17 +109,12 @@ class LocalProvider(Provider):
             "--classify-mode sample:N is for API models without logprobs"
         )
 
-    async def generate(
-        self,
-        messages: list[Message],
-        *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-        reasoning_effort: str | None = None,  # a small local model does not reason
-    ) -> Generation:
+    async def generate(self, messages: list[Message], sampling: Sampling) -> Generation:
+        # a small local model does not reason: sampling.reasoning_effort does not apply
         return await anyio.to_thread.run_sync(
-            lambda: self._generate_sync(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
+            lambda: self._generate_sync(
+                messages, max_tokens=sampling.max_tokens, temperature=sampling.temperature, seed=sampling.seed
+            )
         )
 
     async def score_labels_whole(self, messages: list[Message]) -> LabelScore:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from asyncpipe.errors import RetryableAPIError, UserError
-from asyncpipe.llm.base import SLOT, Generation, LabelScore, Message, Provider, SlotPrompt, Usage
+from asyncpipe.llm.base import SLOT, Generation, LabelScore, Message, Provider, Sampling, SlotPrompt, Usage
 from asyncpipe.llm.http_errors import error_for, parse_rpm
 from asyncpipe.llm.labels import AB, LabelSet, implausible_logprobs, p_a_from_samples, read_top_logprobs
 from asyncpipe.model_facts import ModelFacts
@@ -255,26 +255,18 @@ class OpenAIHTTPProvider(Provider):
 
         return BatchAPI(self.base_url, self._headers, timeout=self._timeout_seconds)
 
-    async def generate(
-        self,
-        messages: list[Message],
-        *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-        reasoning_effort: str | None = None,
-    ) -> Generation:
-        facts = self.facts
+    async def generate(self, messages: list[Message], sampling: Sampling) -> Generation:
+        facts, effort = self.facts, sampling.reasoning_effort
         # a reasoning model spends hidden tokens before it writes: budget them on top of the description
-        budget = max_tokens + REASONING_ALLOWANCE if facts.reasons(reasoning_effort) else max_tokens
+        budget = sampling.max_tokens + (REASONING_ALLOWANCE if facts.reasons(effort) else 0)
         body: dict[str, Any] = {"model": self.model, "messages": messages, facts.token_param: budget}
-        if reasoning_effort is not None:
-            body["reasoning_effort"] = reasoning_effort
+        if effort is not None:
+            body["reasoning_effort"] = effort
         # reasoning models reject temperature and seed, except at the effort that enables logprobs
-        if facts.sends_temperature(reasoning_effort):
-            body["temperature"] = temperature
-            if seed is not None:
-                body["seed"] = seed
+        if facts.sends_temperature(effort):
+            body["temperature"] = sampling.temperature
+            if sampling.seed is not None:
+                body["seed"] = sampling.seed
         answer = await self._post(body)
         choices = answer.get("choices")
         if not choices:

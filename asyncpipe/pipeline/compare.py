@@ -22,7 +22,7 @@ import anyio
 
 from asyncpipe.config import RunConfig
 from asyncpipe.errors import BatchFilesWritten, FatalAPIError, UserError
-from asyncpipe.llm.base import ClassifyMode, Message
+from asyncpipe.llm.base import ClassifyMode, Message, Sampling
 from asyncpipe.llm.interrupt import Stopper
 from asyncpipe.llm.pool import ModelPool, build_pool
 from asyncpipe.llm.stats import RunStats
@@ -176,13 +176,10 @@ class Run:
         messages = describe_prompt(
             cfg, self.loaded, self.steps, pairs, context_tokens=self.describer.provider.context_tokens
         )
-        generation = await self.describer.generate(
-            messages,
-            max_tokens=cfg.describe_max_tokens,
-            temperature=cfg.describe_temperature,
-            seed=cfg.seed + number,
-            reasoning_effort=cfg.reasoning_effort,
+        sampling = Sampling(
+            cfg.describe_max_tokens, cfg.describe_temperature, cfg.seed + number, cfg.reasoning_effort
         )
+        generation = await self.describer.generate(messages, sampling)
         description = generation.text
         train_rows = [("A", i) for i in pairs] + [("B", i) for i in pairs]
         val_rows = [("A", i) for i in self.loaded.plan.validation] + [

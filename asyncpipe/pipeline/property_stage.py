@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from asyncpipe.config import RunConfig
+from asyncpipe.llm.base import Sampling
 from asyncpipe.llm.client import LLMClient
 from asyncpipe.llm.labels import YES_NO
 from asyncpipe.metrics.prevalence import SIGNIFICANT_Q, property_table
@@ -106,7 +107,7 @@ async def list_properties(
         k=cfg.properties,
     )
     reply = await describer.generate(
-        messages, max_tokens=cfg.describe_max_tokens, temperature=cfg.describe_temperature, seed=cfg.seed
+        messages, Sampling(cfg.describe_max_tokens, cfg.describe_temperature, cfg.seed)
     )
     return parse_properties(reply.text, cfg.properties), reply.text
 
