@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,13 +81,19 @@ class ModelFacts:
 @functools.cache  # models.yaml is package data: read it once per process, not once per use
 def model_facts(model: str) -> ModelFacts:
     """Facts for ``model``: an exact entry, else the longest listed prefix (dated snapshots such as
-    ``gpt-4o-mini-2024-07-18``), else the defaults. Provider prefixes like ``openai/`` are ignored."""
+    ``gpt-4o-mini-2024-07-18``), else the defaults. Provider prefixes like ``openai/`` are ignored.
+
+    A variant that is not a dated snapshot (``gpt-5.1-codex-mini``, ``gpt-5.2-pro``) behaves as its
+    family (logprobs, efforts, token parameter) but does not take its price: variants are priced
+    differently (``-mini`` lower, ``-pro`` far higher), and a cost shown wrong is worse than one shown
+    unknown. List the variant to price it."""
     data = read_yaml(config_dir() / "models.yaml", "model facts")
     defaults = data.get("defaults", {})
     models = data.get("models", {})
-    key = _family(model.split("/")[-1], models)
+    bare = model.split("/")[-1]
+    key = _family(bare, models)
     entry = {**defaults, **(models.get(key, {}) if key else {})}
-    price = entry.get("price")
+    price = entry.get("price") if key is None or _same_price(bare, key) else None
     efforts = entry.get("efforts") or ()
     return ModelFacts(
         name=model,
@@ -102,6 +109,15 @@ def model_facts(model: str) -> ModelFacts:
         sample_effort=entry.get("sample_effort"),
         n=bool(entry.get("n", True)),
     )
+
+
+#: what a dated snapshot adds to its family's name: -2024-07-18, -0613
+_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})")
+
+
+def _same_price(bare: str, key: str) -> bool:
+    """Whether ``bare`` is its entry ``key`` itself or a dated snapshot of it (priced alike)."""
+    return bare == key or "*" in key or _SNAPSHOT.fullmatch(bare[len(key) :]) is not None
 
 
 def _family(bare: str, models: dict[str, Any]) -> str | None:

@@ -59,6 +59,11 @@ def test_model_facts_per_family():
     assert not model_facts("gpt-5").logprobs and model_facts("gpt-5").logprobs_effort is None
     assert model_facts("gpt-5-mini-2025-08-07").price == model_facts("gpt-5-mini").price
     assert model_facts("gpt-5.1-mini").logprobs_effort == "none"  # gpt-5.1's entry, not gpt-5.*
+    # a variant behaves as its family but is priced otherwise (-pro at many times the price): unknown
+    for variant in ("gpt-5.1-codex-mini", "gpt-5.2-pro", "o4-mini-deep-research"):
+        assert model_facts(variant).price is None, variant
+    assert model_facts("gpt-5.2-pro").logprobs_effort == "none"
+    assert model_facts("openai/gpt-4.1-mini-2025-04-14").price == model_facts("gpt-4.1-mini").price
     assert not model_facts("claude-sonnet-4-5").logprobs and not model_facts("claude-sonnet-4-5").n
     unknown = model_facts("my-finetune")
     assert unknown.logprobs and unknown.logprobs_effort is None and unknown.efforts == ()
