@@ -616,6 +616,9 @@ class ServerThread:
         self._ready.set()
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
+        # closed here, in its own thread: a loop left for the garbage collector closes its selector
+        # from whatever thread collects it ("Invalid file descriptor: -1" in an unrelated test)
+        self._loop.close()
 
     @property
     def base_url(self) -> str:
