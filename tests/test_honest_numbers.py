@@ -3,6 +3,7 @@ pair accuracy beside accuracy, label mass, coverage, and the warning about a tes
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def test_a_model_that_ranks_every_pair_right_but_leans_to_a(tmp_path: Path):
     # and the terminal says why rows went unscored, not only how many (lines may be wrapped)
     said = " ".join((result.stdout + result.stderr).split())
     assert f"Unscored, 1 row(s): {mumbled['error']}" in said
+    page = (out / "index.html").read_text(encoding="utf-8")  # and the report says so too
+    assert "1 of 200 rows unscored" in page and f"1 row(s): {html.escape(mumbled['error'])}" in page
     everything = metrics.filter(
         (pl.col("phase") == "final") & (pl.col("split") == "all") & (pl.col("correction") == "raw")
     ).row(0, named=True)

@@ -10,6 +10,7 @@ from asyncpipe.metrics.scores import (
     SUMMARY_TEXT_KEYS,
     reliability_bins,
     summarize,
+    unscored_reasons,
 )
 from asyncpipe.metrics.significance import (
     benjamini_hochberg,
@@ -43,5 +44,6 @@ __all__ = [
     "sign_test_p_greater",
     "smallest_sign_test_p",
     "summarize",
+    "unscored_reasons",
     "wilson_interval",
 ]

@@ -190,3 +190,13 @@ def summarize(preds: pl.DataFrame, *, p_column: str = "p_a") -> dict[str, float 
             summary["p_value"] = auc_p
             summary["p_value_test"] = "mann-whitney"
     return summary
+
+
+def unscored_reasons(predictions: pl.DataFrame, most: int = 3) -> tuple[tuple[str, int], ...]:
+    """Why rows are unscored (``p_a`` null, ``error`` saying why), the most frequent reasons first, with
+    their row counts."""
+    errors = predictions.filter(pl.col("p_a").is_null() & pl.col("error").is_not_null())
+    if errors.is_empty():
+        return ()
+    counts = errors.group_by("error").len().sort(["len", "error"], descending=[True, False]).head(most)
+    return tuple((reason, n) for reason, n in counts.iter_rows())

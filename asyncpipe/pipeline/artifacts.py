@@ -192,12 +192,3 @@ def classifier_document(
         "bias_offset_fitted_on": bias_fitted_on,
         "min_label_mass": min_label_mass,
     }
-
-
-def unscored_reasons(predictions: pl.DataFrame, most: int = 3) -> tuple[tuple[str, int], ...]:
-    """Why rows of the final pass are unscored, the most frequent reasons first, with their row counts."""
-    errors = predictions.filter(pl.col("p_a").is_null() & pl.col("error").is_not_null())
-    if errors.is_empty():
-        return ()
-    counts = errors.group_by("error").len().sort(["len", "error"], descending=[True, False]).head(most)
-    return tuple((reason, n) for reason, n in counts.iter_rows())

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from asyncpipe.metrics import fit_bias_offset
+from asyncpipe.metrics import fit_bias_offset, unscored_reasons
 from asyncpipe.pipeline import artifacts, run_info
 from asyncpipe.pipeline.batch_pass import (
     batch_final_pass,
@@ -142,7 +142,7 @@ async def finish(run: Run) -> Outcome:
         run.loop_record(),
         found,
         tuple(run.warnings),
-        artifacts.unscored_reasons(predictions),
+        unscored_reasons(predictions),
     )
 
 

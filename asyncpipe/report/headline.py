@@ -10,6 +10,7 @@ from typing import Any
 
 import polars as pl
 
+from asyncpipe.metrics import unscored_reasons
 from asyncpipe.report.format import esc, interval, num, p_value, pct
 from asyncpipe.report.read import Artifacts, final_summaries
 from asyncpipe.report.sections import description_block
@@ -105,6 +106,22 @@ def _has_rows(finals: dict, split: str, corrections: list[str]) -> bool:
     return any((finals.get((split, c)) or {}).get("n") for c in corrections)
 
 
+def _unscored_note(art: Artifacts) -> str:
+    """Why rows of the final pass went unscored (left out of every rate), the most frequent reasons."""
+    predictions = art.predictions
+    if predictions is None or not {"p_a", "error"} <= set(predictions.columns):
+        return ""
+    reasons = unscored_reasons(predictions)
+    if not reasons:
+        return ""
+    unscored = predictions["p_a"].null_count()
+    items = "".join(f"<li>{num(rows)} row(s): {esc(reason)}</li>" for reason, rows in reasons)
+    return (
+        f'<div class="note"><b>{num(unscored)} of {num(predictions.height)} rows unscored</b> and left out of '
+        f"every rate above; the most frequent reasons:<ul>{items}</ul></div>"
+    )
+
+
 def headline_block(art: Artifacts, steps: pl.DataFrame) -> str:
     finals = final_summaries(art)
     out = ['<section id="headline"><h2>Result</h2>']
@@ -170,6 +187,7 @@ def headline_block(art: Artifacts, steps: pl.DataFrame) -> str:
         if (split, c) in finals
     ]
     out.append(f'<table class="numbers">{_SUMMARY_HEAD}{"".join(rows)}</table>')
+    out.append(_unscored_note(art))
     out.append(
         '<p class="sub">Pair accuracy: among pairs (row i of A, row i of B) with both rows scored, the share in '
         "which the A row gets the higher p(A), a tie counting one half; Wilson 95% interval; exact one-sided "
