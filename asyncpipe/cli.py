@@ -99,6 +99,7 @@ def pool_settings(args: argparse.Namespace, settings: dict) -> PoolSettings:
     return PoolSettings(
         base_url=args.base_url or os.environ.get("OPENAI_BASE_URL") or None,
         timeout=_pick(args, settings, "timeout"),
+        describe_timeout=_pick(args, settings, "describe_timeout"),
         concurrency=_pick(args, settings, "concurrency"),
         max_attempts=_pick(args, settings, "max_attempts"),
         retry_base_delay=settings["retry_base_delay"],

@@ -88,6 +88,7 @@ SETTING_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "seed": ("int", lambda v: True, "an integer"),
     "concurrency": ("int", lambda v: v >= 1, "an integer ≥ 1"),
     "timeout": ("float", lambda v: v > 0, "a number of seconds > 0"),
+    "describe_timeout": ("float", lambda v: v > 0, "a number of seconds > 0"),
     "max_attempts": ("int", lambda v: v >= 1, "an integer ≥ 1"),
     "retry_base_delay": ("float", lambda v: v >= 0, "a number of seconds ≥ 0"),
     "retry_max_delay": ("float", lambda v: v >= 0, "a number of seconds ≥ 0"),
@@ -163,8 +164,10 @@ class PoolSettings:
 
     #: an OpenAI-compatible endpoint (None: OpenAI itself, or the embedded model)
     base_url: str | None = None
-    #: seconds one request may take
+    #: seconds one classify request may take, and one describe request (a long answer, written slowly
+    #: by a busy self-hosted server)
     timeout: float = 60.0
+    describe_timeout: float = 600.0
     #: the adaptive limiter's ceiling: most requests in flight per model
     concurrency: int = 64
     #: tries per request, the first included; waits between them back off from base to max seconds

@@ -128,7 +128,14 @@ def add_model_options(p: argparse.ArgumentParser, *, describes: bool = True) -> 
     )
     g.add_argument("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else OpenAI)")
     g.add_argument("--concurrency", type=_positive_int, help="most classify requests in flight (default 64)")
-    g.add_argument("--timeout", type=_positive_float, help="seconds one request may take (default 60)")
+    g.add_argument(
+        "--timeout", type=_positive_float, help="seconds one classify request may take (default 60)"
+    )
+    g.add_argument(
+        "--describe-timeout",
+        type=_positive_float,
+        help="seconds one describe request may take (default 600: a long answer from a busy server)",
+    )
     g.add_argument(
         "--max-attempts", type=_positive_int, help="tries per request, the first included (default 5)"
     )

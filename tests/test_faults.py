@@ -259,3 +259,23 @@ def test_classify_takes_its_retry_settings_from_config(tmp_path):
     assert len(failing.requests) == 5 * 2  # every row tried exactly max_attempts times
     errors = pl.read_parquet(tmp_path / "reuse" / "predictions.parquet")["error"].to_list()
     assert all(e.startswith("gave up after 2 attempts") for e in errors)
+
+
+def test_a_describe_request_has_its_own_longer_timeout(tmp_path):
+    """A describe answer is up to --describe-max-tokens long, and a busy self-hosted server writes it
+    slowly: it is bounded by --describe-timeout, not by the classify requests' --timeout."""
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI(describe_latency=1.5)  # every describe answer takes 1.5 s, classify answers none
+    common = ["--batch-size", "8", "--max-steps", "1", "--timeout", "0.5", "--max-attempts", "2", "--quiet"]
+    with ServerThread(fake) as server:
+        patient = run_cli(
+            *fake_compare(server, a, b, tmp_path / "patient"), *common, "--describe-timeout", "10"
+        )
+        assert patient.returncode == 0, patient.stderr
+        run_info = json.loads((tmp_path / "patient" / "run.json").read_text())
+        assert run_info["stats"]["timeouts"] == 0 and run_info["stats"]["retries"] == 0
+        hasty = run_cli(*fake_compare(server, a, b, tmp_path / "hasty"), *common, "--describe-timeout", "0.5")
+    assert hasty.returncode == 1
+    assert (
+        "describe request failed after 2 attempts: no answer within 0.5s (--describe-timeout)" in hasty.stderr
+    )

@@ -102,6 +102,7 @@ class OpenAIHTTPProvider(Provider):
         facts: ModelFacts,
         timeout: float = 60.0,
         connections: int = 64,
+        describe_timeout: float | None = None,
     ) -> None:
         self.model = model
         self.base_url = (base_url or OPENAI_BASE_URL).rstrip("/")
@@ -112,6 +113,8 @@ class OpenAIHTTPProvider(Provider):
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_seconds = timeout
+        #: a describe request writes up to describe_max_tokens: it gets its own, longer bound
+        self._describe_timeout = describe_timeout or timeout
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._url = self.base_url + "/chat/completions"
@@ -134,18 +137,20 @@ class OpenAIHTTPProvider(Provider):
             await self._session.close()
             self._session = None
 
-    async def _exchange(self, data: bytes) -> tuple[int, Any, bytes]:
-        """POST one encoded body; (status, headers, raw answer). The only method that touches the network."""
+    async def _exchange(self, data: bytes, *, describe: bool = False) -> tuple[int, Any, bytes]:
+        """POST one encoded body; (status, headers, raw answer). The only method that touches the network.
+        ``describe``: a describe request, bounded by its own timeout (--describe-timeout)."""
         session = (
             self._session if self._session is not None and not self._session.closed else self._get_session()
         )
+        seconds = self._describe_timeout if describe else self._timeout_seconds
+        timeout = aiohttp.ClientTimeout(total=seconds) if describe else self._timeout
         try:
-            async with session.post(self._url, data=data) as response:
+            async with session.post(self._url, data=data, timeout=timeout) as response:
                 return response.status, response.headers, await response.read()
         except TimeoutError:
-            raise RetryableAPIError(
-                f"no answer within {self._timeout_seconds:g}s (--timeout)", timed_out=True
-            ) from None
+            flag = "--describe-timeout" if describe else "--timeout"
+            raise RetryableAPIError(f"no answer within {seconds:g}s ({flag})", timed_out=True) from None
         except aiohttp.ClientError as exc:
             raise RetryableAPIError(f"connection error: {type(exc).__name__}: {exc}".strip()) from None
 
@@ -155,11 +160,11 @@ class OpenAIHTTPProvider(Provider):
             self._rpm_header = value
             self.server_rpm = parse_rpm(value)
 
-    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._post_bytes(_JSON.encode(body).encode("ascii"))
+    async def _post(self, body: dict[str, Any], *, describe: bool = False) -> dict[str, Any]:
+        return await self._post_bytes(_JSON.encode(body).encode("ascii"), describe=describe)
 
-    async def _post_bytes(self, data: bytes) -> dict[str, Any]:
-        status, headers, raw = await self._exchange(data)
+    async def _post_bytes(self, data: bytes, *, describe: bool = False) -> dict[str, Any]:
+        status, headers, raw = await self._exchange(data, describe=describe)
         self._note_limits(headers)
         if status == 200:
             try:
@@ -267,7 +272,7 @@ class OpenAIHTTPProvider(Provider):
             body["temperature"] = sampling.temperature
             if sampling.seed is not None:
                 body["seed"] = sampling.seed
-        answer = await self._post(body)
+        answer = await self._post(body, describe=True)
         choices = answer.get("choices")
         if not choices:
             raise RetryableAPIError("the answer has no choices")

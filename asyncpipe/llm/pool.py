@@ -75,6 +75,7 @@ class ModelPool:
                 api_key=self.api_key,
                 timeout=self.settings.timeout,
                 connections=self.settings.concurrency,
+                describe_timeout=self.settings.describe_timeout,
             )
         return self._providers[model]
 

@@ -52,6 +52,7 @@ def make_provider(
     api_key: str | None,
     timeout: float,
     connections: int,
+    describe_timeout: float | None = None,
 ) -> Provider:
     if is_local(model):
         from asyncpipe.llm.local import resolve_model  # llama.cpp loads only when asked for
@@ -66,5 +67,11 @@ def make_provider(
             "server; for an offline run use --model local"
         )
     return OpenAIHTTPProvider(
-        model, base_url=base_url, api_key=api_key, facts=facts, timeout=timeout, connections=connections
+        model,
+        base_url=base_url,
+        api_key=api_key,
+        facts=facts,
+        timeout=timeout,
+        connections=connections,
+        describe_timeout=describe_timeout,
     )
