@@ -252,29 +252,43 @@ async def cancel_batches(out: Path, api) -> list[str]:
     return cancelled
 
 
+#: seconds the listing waits for the provider's answer about one batch before showing the last seen
+LIST_TIMEOUT = 10.0
+
+
+def _endpoints(out: Path) -> set[str]:
+    """The endpoints the runs under ``out`` sent their batches to (OpenAI's for a run that named none)."""
+    urls = set()
+    for path in out.glob(f"**/{BATCH_DIR}/batches.json"):
+        try:
+            run = read_run(path.parent.parent)
+        except RecordError:
+            run = None
+        if run is not None:
+            urls.add(str(run.config.get("base_url") or OPENAI_BASE_URL).rstrip("/"))
+    return urls
+
+
 def batches_command(out: Path, *, cancel: bool, base_url: str | None) -> int:
     """``asyncpipe batches DIR [--cancel]``: list the recorded batches, the open ones as the provider
     reports them now; cancel the open ones. Both ask the endpoint the run used, and only when it is the
     one given (--base-url, $OPENAI_BASE_URL, else OpenAI): an address is never read from the directory,
     since the key goes there."""
-    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
-    try:
-        earlier = read_run(out)
-    except RecordError:
-        earlier = None
-    saved = earlier.config.get("base_url") if earlier is not None else None
-    elsewhere = bool(saved) and saved.rstrip("/") != base_url.rstrip("/")
+    base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
+    # where each run (the directory's own, or each pair's of a pairs output) sent its batches
+    elsewhere = sorted(url for url in _endpoints(out) if url != base_url)
+    saved = elsewhere[0] if elsewhere else None
     describe_batches(out)  # a directory without batches stops here
     key = os.environ.get("OPENAI_API_KEY")
 
-    def api() -> BatchAPI:
-        return BatchAPI(base_url, {"Authorization": f"Bearer {key}"} if key else {})
+    def api(timeout: float = 60.0) -> BatchAPI:
+        return BatchAPI(base_url, {"Authorization": f"Bearer {key}"} if key else {}, timeout=timeout)
 
     live, note = {}, None
     if (open_ids := _open_batches(out)) and elsewhere:
         note = f"open batches as the run last saw them: they went to {saved}; pass --base-url {saved} to ask it now"
     elif open_ids:
-        live, note = anyio.run(lambda: live_status(open_ids, api()))
+        live, note = anyio.run(lambda: live_status(open_ids, api(timeout=LIST_TIMEOUT)))
     print(describe_batches(out, live))
     if note:
         print(note)
