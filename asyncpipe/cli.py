@@ -175,6 +175,7 @@ def build_classify_config(args: argparse.Namespace) -> ClassifyConfig:
         no_question=args.no_question,
         columns=_columns(args.columns),
         min_label_mass=settings["min_label_mass"],
+        text_column_b=args.column_b,
     )
 
 

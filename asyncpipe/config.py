@@ -227,6 +227,8 @@ class ClassifyConfig:
     columns: tuple[str, ...] | None = None
     #: the threshold for a classify.yaml written before it kept its own
     min_label_mass: float = 0.5
+    #: the second file's text column, when it is named differently (--column-b)
+    text_column_b: str | None = None
 
 
 @dataclass(frozen=True)

@@ -315,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--columns",
         help="show these columns instead of the classifier's (comma-separated; with a warning)",
     )
+    p.add_argument(
+        "--column-b",
+        help="FILE2's text column, when it names it differently from the classifier's text column",
+    )
     add_model_options(p, describes=False)
 
     p = sub.add_parser("batches", help="list the Batch API jobs of an output directory (--cancel: stop them)")

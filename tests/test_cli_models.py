@@ -147,6 +147,18 @@ def test_a_column_per_side(tmp_path, server, fake):
     assert result.returncode == 0, result.stderr
     rows = [body["messages"][-1]["content"] for body in fake.classify_requests()]
     assert any("banana" in r and "Question 3?" in r for r in rows)  # B's prompt shown as its context
+    # and the saved classifier applied to the same two files: B's own column names again
+    classifier = tmp_path / "out" / "classify.yaml"
+    common = ["classify", classifier, a, b, "--base-url", server.base_url, "--quiet"]
+    unnamed = run_cli(*common, "--output", tmp_path / "c0")
+    assert unnamed.returncode == 2 and "answer" in unnamed.stderr
+    one_file = run_cli("classify", classifier, a, "--column-b", "response", "--output", tmp_path / "c1")
+    assert one_file.returncode == 2 and "give two files" in one_file.stderr
+    renamed = run_cli(*common, "--output", tmp_path / "c2", "--column-b", "response", "--no-question")
+    assert renamed.returncode == 0, renamed.stderr
+    predictions = pl.read_parquet(tmp_path / "c2" / "predictions.parquet")
+    assert predictions.height == 16 and predictions["p_a"].null_count() == 0
+    assert predictions.filter(pl.col("label") == "B")["text"].str.contains("banana").all()
 
 
 def test_classify_no_question_on_a_file_without_it(tmp_path, server):

@@ -111,8 +111,12 @@ async def classify_saved(cfg: ClassifyConfig, reporter: Reporter, stopper: Stopp
         raise UserError(SAMPLED_BATCH)
     files = list(cfg.files)
     names = side_names(*files) if len(files) == 2 else (files[0].stem,)
+    if cfg.text_column_b is not None and len(files) < 2:
+        raise UserError("--column-b names the second file's text column: give two files")
+    renames = [None, cfg.text_column_b]
     sides = [
-        load_side(label, name, path, layout) for label, name, path in zip("AB", names, files, strict=False)
+        load_side(label, name, path, layout, text_column=own)
+        for label, name, path, own in zip("AB", names, files, renames, strict=False)
     ]
     if cfg.max_rows:
         sides = [replace(s, texts=s.texts[: cfg.max_rows]) for s in sides]

@@ -11,6 +11,7 @@ from asyncpipe.config import RunConfig
 from asyncpipe.data.load import choose_text_column, read_table, rename_side_column
 from asyncpipe.data.pairing import Plan, make_plan, smallest_test_fraction
 from asyncpipe.data.render import RowLayout, make_layout, render_rows
+from asyncpipe.errors import UserError
 from asyncpipe.metrics import pairs_needed, smallest_sign_test_p
 from asyncpipe.records import LabelInfo
 
@@ -138,8 +139,16 @@ def load_comparison(cfg: RunConfig) -> Loaded:
     return Loaded(side_a, side_b, layout, plan)
 
 
-def load_side(label: str, name: str, path: Path, layout: RowLayout) -> Side:
-    return _side(label, name, path, read_table(path), layout)
+def load_side(
+    label: str, name: str, path: Path, layout: RowLayout, *, text_column: str | None = None
+) -> Side:
+    """One file rendered with ``layout``; ``text_column``: its own name for the layout's text column."""
+    frame = read_table(path)
+    if text_column is not None:
+        if layout.text_column is None:
+            raise UserError("--column-b: the classifier's rows have no text column to stand for")
+        frame = rename_side_column(frame, text_column, layout.text_column, str(path), "--column-b")
+    return _side(label, name, path, frame, layout)
 
 
 def _side(label: str, name: str, path: Path, frame: pl.DataFrame, layout: RowLayout) -> Side:
