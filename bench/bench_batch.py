@@ -116,7 +116,7 @@ async def batch_child_run(n: int) -> dict:
             client,
             BatchOptions(poll_interval=0.001),
             Path(tmp),
-            final_requests(client, messages, None, rows),
+            [final_requests(client, messages, None, rows)],
             Reporter(stats, quiet=True),
             batch_stats,
             lambda _summary: None,

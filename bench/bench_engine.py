@@ -391,7 +391,9 @@ class _CannedProvider(OpenAIHTTPProvider):
         self._canned = json.dumps(_CLASSIFY).encode()
         self.bytes_sent = 0
 
-    async def _exchange(self, data: bytes):  # the one method that touches the network
+    async def _exchange(
+        self, data: bytes, *, describe: bool = False
+    ):  # the one method that touches the network
         self.bytes_sent += len(data)
         await anyio.lowlevel.checkpoint()
         return 200, {}, self._canned

@@ -523,7 +523,7 @@ class CapturingProvider(OpenAIHTTPProvider):
         self.headers = headers or {}
         self.bodies: list[bytes] = []
 
-    async def _exchange(self, data: bytes):
+    async def _exchange(self, data: bytes, *, describe: bool = False):
         self.bodies.append(data)
         await anyio.lowlevel.checkpoint()
         return 200, self.headers, self.answer
@@ -760,7 +760,7 @@ def test_a_request_abandoned_at_the_timeout_is_sent_again_under_a_lower_limit():
             self.limiter = limiter
             self.limits_when_sent: list[int] = []
 
-        async def _exchange(self, data: bytes):
+        async def _exchange(self, data: bytes, *, describe: bool = False):
             self.limits_when_sent.append(int(self.limiter.limit))
             if len(self.limits_when_sent) == 1:  # what the real exchange raises at --timeout
                 raise RetryableAPIError("no answer within 5s (--timeout)", timed_out=True)
@@ -799,7 +799,7 @@ def test_a_retry_after_of_7_seconds_is_the_retrys_wait_and_holds_back_every_requ
     sent_at: list[tuple[float, str]] = []
 
     class Timed(OpenAIHTTPProvider):
-        async def _exchange(self, data: bytes):
+        async def _exchange(self, data: bytes, *, describe: bool = False):
             sent_at.append((clock(), row_of(json.loads(data))))
             return await super()._exchange(data)
 
