@@ -242,3 +242,37 @@ def test_without_test_rows_the_held_out_result_is_the_validation_rows():
     final = {"raw": {"validation": a_summary()}, "corrected": {"validation": a_summary()}}
     assert held_out_scores(final)["raw"].split == "validation"  # type: ignore[index]
     assert held_out_scores({"raw": {"train": a_summary()}}) is None
+
+
+def test_every_artifact_of_a_compare_run_reads_back_through_its_definition(tmp_path: Path):
+    """A real run through the command line: each file it writes has exactly the shape its one
+    definition gives (run.json, steps.jsonl: the records; the parquet files: their schemas; classify.yaml:
+    the loader ``asyncpipe classify`` uses)."""
+    from asyncpipe.metrics.prevalence import PROPERTY_COLUMNS
+    from asyncpipe.pipeline.artifacts import METRICS_SCHEMA, PREDICTIONS_SCHEMA
+    from asyncpipe.pipeline.classify_command import load_classifier, saved_checks
+    from asyncpipe.pipeline.property_checks import PROPERTY_SCORES_SCHEMA
+    from tests.conftest import fake_compare, fruit_files, run_cli
+    from tests.fake_openai import FakeOpenAI, ServerThread
+
+    a, b = fruit_files(tmp_path, 24)
+    out = tmp_path / "out"
+    fake = FakeOpenAI(property_reply="- Does the answer mention 'apple'? [A]\n- Is it polite? [B]\n")
+    with ServerThread(fake) as server:
+        result = run_cli(*fake_compare(server, a, b, out), "--batch-size", "4", "--max-steps", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    run = read_run(out)
+    assert run is not None and (run.kind, run.status) == ("compare", "complete")
+    assert run.final is not None and run.label("A").name == a.stem
+    steps, problems = read_steps(out / "steps.jsonl")
+    assert [s.step for s in steps] == [1, 2] and problems == ()
+    for name, schema in [
+        ("metrics.parquet", METRICS_SCHEMA),
+        ("predictions.parquet", PREDICTIONS_SCHEMA),
+        ("properties.parquet", PROPERTY_COLUMNS),
+        ("property_scores.parquet", PROPERTY_SCORES_SCHEMA),
+    ]:
+        assert dict(pl.read_parquet(out / name).schema) == schema, name
+    document = load_classifier(out / "classify.yaml")
+    assert [prop for prop, _messages in saved_checks(document, out / "classify.yaml")] == ["P1", "P2"]
+    assert document["labels"]["A"] == run.label("A").to_dict()

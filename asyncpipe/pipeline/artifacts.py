@@ -114,6 +114,17 @@ def raw_predictions(
     return pl.DataFrame(data, schema=RAW_PREDICTIONS_SCHEMA)
 
 
+#: predictions.parquet: the raw predictions with the bias-corrected p(A) and both predicted labels
+PREDICTIONS_SCHEMA = {
+    **{k: v for k, v in RAW_PREDICTIONS_SCHEMA.items() if k not in ("label_mass", "error")},
+    "p_a_corrected": pl.Float64,
+    "predicted": pl.Utf8,
+    "predicted_raw": pl.Utf8,
+    "label_mass": pl.Float64,
+    "error": pl.Utf8,
+}
+
+
 def predictions_with_correction(frame: pl.DataFrame, offset: float) -> pl.DataFrame:
     """Add ``p_a_corrected`` and the predicted labels; ``p_a`` stays the raw probability."""
 
@@ -129,18 +140,7 @@ def predictions_with_correction(frame: pl.DataFrame, offset: float) -> pl.DataFr
     return (
         frame.with_columns(apply_bias_offset(pl.col("p_a"), offset).alias("p_a_corrected"))
         .with_columns(decide("p_a_corrected").alias("predicted"), decide("p_a").alias("predicted_raw"))
-        .select(
-            "label",
-            "row",
-            "split",
-            "text",
-            "p_a",
-            "p_a_corrected",
-            "predicted",
-            "predicted_raw",
-            "label_mass",
-            "error",
-        )
+        .select(list(PREDICTIONS_SCHEMA))
     )
 
 
