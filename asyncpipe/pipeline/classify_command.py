@@ -34,6 +34,7 @@ from asyncpipe.pipeline.inputs import load_side, side_names
 from asyncpipe.pipeline.outputs import RunDirectory, run_fingerprint
 from asyncpipe.pipeline.progress import Reporter, percent
 from asyncpipe.pipeline.property_checks import RowRef, check_properties
+from asyncpipe.pipeline.terminal_summary import split_line
 from asyncpipe.records import LabelInfo, RunRecord
 
 
@@ -195,11 +196,8 @@ async def classify_saved(cfg: ClassifyConfig, reporter: Reporter, stopper: Stopp
         rows = [
             artifacts.metrics_row("final", 0, None, "all", corr, per["all"]) for corr, per in final.items()
         ]
-        s = final["corrected"]["all"]
-        reporter.log(
-            f"accuracy (bias-corrected) {percent(s.accuracy)}, 95% CI {percent(s.accuracy_low)}–{percent(s.accuracy_high)}, "
-            f"on {s.n_scored} scored rows ({s.n_unscored} unscored)"
-        )
+        # pair accuracy first, the figure to publish, as compare's summary prints it
+        reporter.log(split_line("all", final["raw"]["all"], final["corrected"]["all"]))
     labels = document.get("labels")
     record = RunRecord.as_of_now(
         "classify",

@@ -25,24 +25,30 @@ from asyncpipe.pipeline.property_stage import (
     rows_to_check,
     run_property_stage,
 )
+from asyncpipe.prompts.properties import Property
 from asyncpipe.records import StepRecord
 
 if TYPE_CHECKING:
     from asyncpipe.pipeline.compare import Run
 
 
-async def _batch_pass(run: Run, selected: StepRecord, rows: list[tuple[str, int]], split_of) -> None:
+async def _batch_pass(
+    run: Run, selected: StepRecord, rows: list[tuple[str, int]], split_of
+) -> tuple[list[Property], str] | None:
     """``--batch-api``: the final pass's requests, and the property checks' (their properties listed
-    first, online), as batch jobs sent together; their answers fill the cache."""
+    first, online), as batch jobs sent together; their answers fill the cache. Returns the listing (the
+    properties and the describer's reply), or None with the stage off."""
     assert run.cfg.batch is not None
     messages, swapped = run.classifier_prompts(selected.description)
     texts = [run.loaded.side(label).texts[i] for label, i in rows]
     kinds = [final_requests(run.classifier, messages, swapped, texts)]
+    listed = None
     if run.cfg.properties > 0:
         shown_a, shown_b = _shown(run, selected)
-        found, _reply = await list_properties(
+        listed = await list_properties(
             run.cfg, run.describer, selected.description, shown_a, shown_b, run.reporter
         )
+        found = listed[0]
         checked = [r.text for r in _rows_to_check(run, split_of)]
         if found and checked:
             kinds.append(check_requests(run.classifier, check_prompts(run.cfg.templates, found), checked))
@@ -65,6 +71,7 @@ async def _batch_pass(run: Run, selected: StepRecord, rows: list[tuple[str, int]
         )
     finally:
         run.reporter.end_phase()
+    return listed
 
 
 async def finish(run: Run) -> Outcome:
@@ -78,8 +85,9 @@ async def finish(run: Run) -> Outcome:
     splits = artifacts.splits_of(
         loaded.plan, list(range(max(len(loaded.side_a.texts), len(loaded.side_b.texts))))
     )
+    listed = None
     if cfg.batch is not None:
-        await _batch_pass(run, selected, all_rows, splits.__getitem__)
+        listed = await _batch_pass(run, selected, all_rows, splits.__getitem__)
     elif note := open_batches_note(run.out.path):
         run.reporter.log(note)
     scores = await run.classify(selected.description, all_rows, "final classification of every row")
@@ -93,7 +101,7 @@ async def finish(run: Run) -> Outcome:
     fit_on = "validation" if loaded.plan.validation else "train"
     offset = fit_bias_offset(frame.filter(pl.col("split") == fit_on))
     predictions = artifacts.predictions_with_correction(frame, offset)
-    found = await _find_properties(run, selected, splits.__getitem__)
+    found = await _find_properties(run, selected, splits.__getitem__, listed)
     final = artifacts.summarize_splits(predictions)
     for correction, per_split in final.items():
         for split, summary in per_split.items():
@@ -160,7 +168,9 @@ def _rows_to_check(run: Run, split_of) -> list[RowRef]:
     return rows_to_check(run.cfg, loaded.side_a.texts, loaded.side_b.texts, held, split_of)
 
 
-async def _find_properties(run: Run, selected: StepRecord, split_of) -> PropertyResult:
+async def _find_properties(
+    run: Run, selected: StepRecord, split_of, listed: tuple[list[Property], str] | None
+) -> PropertyResult:
     """The properties stage: listed from the chosen description and its batch, checked on
     :func:`_rows_to_check` (with ``--batch-api`` every answer is in the cache by now)."""
     shown_a, shown_b = _shown(run, selected)
@@ -173,4 +183,5 @@ async def _find_properties(run: Run, selected: StepRecord, split_of) -> Property
         shown_b=shown_b,
         rows=_rows_to_check(run, split_of),
         reporter=run.reporter,
+        listed=listed,
     )

@@ -122,11 +122,15 @@ async def run_property_stage(
     shown_b: Sequence[str],
     rows: Sequence[RowRef],
     reporter: Reporter,
+    listed: tuple[list[Property], str] | None = None,
 ) -> PropertyResult:
-    """List the properties (one describe request), check them on ``rows``, test them pair by pair."""
+    """List the properties (one describe request; ``listed``: already listed, with the reply), check
+    them on ``rows``, test them pair by pair."""
     if cfg.properties <= 0:
         return PropertyResult("off")
-    found, text = await list_properties(cfg, describer, description, shown_a, shown_b, reporter)
+    if listed is None:
+        listed = await list_properties(cfg, describer, description, shown_a, shown_b, reporter)
+    found, text = listed
     if not found:
         note = "the describer's reply listed no usable property (one yes/no question per line, starting with '- ')"
         reporter.log(f"properties: {note}; the stage is empty")

@@ -66,8 +66,15 @@ def print_summary(outcome: Outcome, console: Console) -> None:
     stats, cost = outcome.stats, outcome.cost
     if stats is not None:
         spent = "unknown (no price in config/models.yaml)" if cost is None else f"${cost:.4f}"
+        batch = (outcome.by_role or {}).get("classify (batch)")
+        # answers that came through batch jobs (or an offline engine's result files) were not sent here
+        sent = (
+            f"{stats.requests - batch.requests} online, {batch.requests} answered through batch jobs"
+            if batch is not None
+            else str(stats.requests)
+        )
         console.print(
-            f"Requests sent: {stats.requests} ({stats.retries} retries, {stats.rate_limited}×429, {stats.timeouts} timeouts) · answers from the cache: "
+            f"Requests sent: {sent} ({stats.retries} retries, {stats.rate_limited}×429, {stats.timeouts} timeouts) · answers from the cache: "
             f"{stats.cache_hits} · tokens: {stats.prompt_tokens} in ({stats.cached_tokens} cached by the provider), "
             f"{stats.completion_tokens} out · estimated cost of this run: {spent} · unscored rows: {stats.unscored}",
             markup=False,
