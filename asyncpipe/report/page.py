@@ -50,6 +50,7 @@ table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.93em; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: var(--bg-soft); }
 table.numbers td { font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.numbers { display: block; max-width: 100%; overflow-x: auto; }  /* wide tables scroll, not the page */
 table.kv th { width: 180px; }
 tr.selected td { background: #eefbf1; }
 .cards { display: flex; flex-wrap: wrap; gap: 14px; }
