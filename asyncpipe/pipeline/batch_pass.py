@@ -24,7 +24,7 @@ from asyncpipe.config import BatchOptions
 from asyncpipe.errors import AsyncpipeError, BatchFilesWritten, UserError
 from asyncpipe.llm.base import LabelScore, Message
 from asyncpipe.llm.batch.api import BatchAPI
-from asyncpipe.llm.batch.ledger import Ledger
+from asyncpipe.llm.batch.ledger import Ledger, Part
 from asyncpipe.llm.batch.runner import BatchRunner, BatchSettings, Lines
 from asyncpipe.llm.client import LLMClient
 from asyncpipe.llm.labels import AB, YES_NO, LabelSet
@@ -78,7 +78,29 @@ async def batch_final_pass(
     on_progress: Callable[[dict], None],
 ) -> None:
     """Answer the final pass's requests (its classification, and the property checks when there are
-    any) through batches, sent together; refusals are settled on ``client``."""
+    any) through batches, sent together; refusals are settled on ``client``. The batches' progress is
+    shown on ``reporter`` as a phase of its own; ``on_progress(summary)`` records it (run.json)."""
+    show = _progress_display(reporter)
+
+    def progress(summary: dict) -> None:
+        show(summary)
+        on_progress(summary)
+
+    try:
+        await _answer_by_batches(client, options, out, kinds, reporter, batch_stats, progress)
+    finally:
+        reporter.end_phase()
+
+
+async def _answer_by_batches(
+    client: LLMClient,
+    options: BatchOptions,
+    out: Path,
+    kinds: Sequence[Requests],
+    reporter: Reporter,
+    batch_stats: RunStats,
+    on_progress: Callable[[dict], None],
+) -> None:
     if client.cache is None:
         raise UserError("--batch-api needs the response cache")
     runner = BatchRunner(
@@ -145,7 +167,7 @@ class _closing:
             await self.api.aclose()
 
 
-def progress_display(reporter: Reporter) -> Callable[[dict], None]:
+def _progress_display(reporter: Reporter) -> Callable[[dict], None]:
     """Show a batch pass's ``request_counts`` (completed + failed of total) as the phase's progress."""
     state = {"shown": 0, "total": -1}
 
@@ -166,14 +188,23 @@ def progress_display(reporter: Reporter) -> Callable[[dict], None]:
     return show
 
 
+def _ledgers(out: Path) -> list[Ledger]:
+    """The batch ledgers recorded under ``out``: its own, and each pair's of a ``pairs`` output."""
+    return [Ledger(path.parent) for path in sorted(out.glob(f"**/{BATCH_DIR}/batches.json"))]
+
+
+def _open_parts(ledger: Ledger) -> list[Part]:
+    """The parts sent as batches that have not finished (still running, and billed, at the provider)."""
+    return [part for part in ledger.parts if part.state == "submitted" and part.batch_id]
+
+
 def open_batches_note(out: Path) -> str | None:
     """A warning for a run without ``--batch-api`` in a directory whose earlier run left batches open
     (they go on, and are billed, until they finish or are cancelled)."""
-    path = out / BATCH_DIR / "batches.json"
-    if not path.is_file():
+    if not (out / BATCH_DIR / "batches.json").is_file():
         return None
     try:
-        open_ids = [p.batch_id for p in Ledger(path.parent).parts if p.state == "submitted" and p.batch_id]
+        open_ids = [str(part.batch_id) for part in _open_parts(Ledger(out / BATCH_DIR))]
     except (OSError, ValueError, TypeError):
         return None
     if not open_ids:
@@ -184,22 +215,18 @@ def open_batches_note(out: Path) -> str | None:
     )
 
 
-def describe_batches(out: Path, live: dict[str, dict] | None = None) -> str:
-    """``asyncpipe batches DIR``: the batches recorded in an output directory (and in its pairs'); an
+def describe_batches(out: Path, ledgers: list[Ledger], live: dict[str, dict]) -> str:
+    """``asyncpipe batches DIR``: the batches of ``ledgers`` (an output directory's, and its pairs'); an
     open batch whose provider answered (``live``: batch id → the provider's batch object) shows the
     status and counts it has now, marked ``*``; the others as the run last saw them."""
-    live = live or {}
-    ledgers = [p.parent for p in sorted(out.glob(f"**/{BATCH_DIR}/batches.json"))]
-    if not ledgers:
-        raise UserError(f"{out}: no batches recorded (no {BATCH_DIR}/batches.json)")
     lines = [
         f"{'part':<16}{'batch id':<28}{'state':<11}{'status':<12}{'completed':>10}{'failed':>8}{'total':>8}"
     ]
-    for directory in ledgers:
-        where = directory.parent.relative_to(out)
+    for ledger in ledgers:
+        where = ledger.directory.parent.relative_to(out)
         if str(where) != ".":
             lines.append(f"{where}:")
-        for part in Ledger(directory).parts:
+        for part in ledger.parts:
             now = live.get(part.batch_id or "")
             c = (now.get("request_counts") or {}) if now else part.counts
             status = f"{now.get('status')}*" if now else part.batch_status or "-"
@@ -211,15 +238,6 @@ def describe_batches(out: Path, live: dict[str, dict] | None = None) -> str:
     if live:
         lines.append("* as the provider reports it now; the rest as the run last saw it")
     return "\n".join(lines)
-
-
-def _open_batches(out: Path) -> list[str]:
-    return [
-        part.batch_id
-        for path in sorted(out.glob(f"**/{BATCH_DIR}/batches.json"))
-        for part in Ledger(path.parent).parts
-        if part.state == "submitted" and part.batch_id
-    ]
 
 
 async def live_status(batch_ids: list[str], api: BatchAPI) -> tuple[dict[str, dict], str | None]:
@@ -235,17 +253,15 @@ async def live_status(batch_ids: list[str], api: BatchAPI) -> tuple[dict[str, di
     return found, None
 
 
-async def cancel_batches(out: Path, api) -> list[str]:
-    """Cancel the open batches recorded in ``out``; the ids cancelled."""
+async def cancel_batches(ledgers: list[Ledger], api) -> list[str]:
+    """Cancel the open batches of ``ledgers``; the ids cancelled."""
     cancelled = []
     try:
-        for path in sorted(out.glob(f"**/{BATCH_DIR}/batches.json")):
-            ledger = Ledger(path.parent)
-            for part in ledger.parts:
-                if part.state == "submitted" and part.batch_id:
-                    batch = await api.cancel(part.batch_id)
-                    part.batch_status = str(batch.get("status"))
-                    cancelled.append(part.batch_id)
+        for ledger in ledgers:
+            for part in _open_parts(ledger):
+                batch = await api.cancel(str(part.batch_id))
+                part.batch_status = str(batch.get("status"))
+                cancelled.append(str(part.batch_id))
             ledger.save()
     finally:
         await api.aclose()
@@ -256,12 +272,12 @@ async def cancel_batches(out: Path, api) -> list[str]:
 LIST_TIMEOUT = 10.0
 
 
-def _endpoints(out: Path) -> set[str]:
-    """The endpoints the runs under ``out`` sent their batches to (OpenAI's for a run that named none)."""
+def _endpoints(ledgers: list[Ledger]) -> set[str]:
+    """The endpoints the runs of ``ledgers`` sent their batches to (OpenAI's for a run that named none)."""
     urls = set()
-    for path in out.glob(f"**/{BATCH_DIR}/batches.json"):
+    for ledger in ledgers:
         try:
-            run = read_run(path.parent.parent)
+            run = read_run(ledger.directory.parent)
         except RecordError:
             run = None
         if run is not None:
@@ -274,28 +290,32 @@ def batches_command(out: Path, *, cancel: bool, base_url: str | None) -> int:
     reports them now; cancel the open ones. Both ask the endpoint the run used, and only when it is the
     one given (--base-url, $OPENAI_BASE_URL, else OpenAI): an address is never read from the directory,
     since the key goes there."""
+    ledgers = _ledgers(out)
+    if not ledgers:
+        raise UserError(f"{out}: no batches recorded (no {BATCH_DIR}/batches.json)")
     base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
     # where each run (the directory's own, or each pair's of a pairs output) sent its batches
-    elsewhere = sorted(url for url in _endpoints(out) if url != base_url)
+    elsewhere = sorted(url for url in _endpoints(ledgers) if url != base_url)
     saved = elsewhere[0] if elsewhere else None
-    describe_batches(out)  # a directory without batches stops here
     key = os.environ.get("OPENAI_API_KEY")
 
     def api(timeout: float = 60.0) -> BatchAPI:
         return BatchAPI(base_url, {"Authorization": f"Bearer {key}"} if key else {}, timeout=timeout)
 
     live, note = {}, None
-    if (open_ids := _open_batches(out)) and elsewhere:
+    open_ids = [str(part.batch_id) for ledger in ledgers for part in _open_parts(ledger)]
+    if open_ids and elsewhere:
         note = f"open batches as the run last saw them: they went to {saved}; pass --base-url {saved} to ask it now"
     elif open_ids:
         live, note = anyio.run(lambda: live_status(open_ids, api(timeout=LIST_TIMEOUT)))
-    print(describe_batches(out, live))
+    print(describe_batches(out, ledgers, live))
     if note:
         print(note)
     if not cancel:
         return 0
     if elsewhere:
         raise UserError(f"{out} sent its batches to {saved}; pass --base-url {saved} to cancel them")
-    cancelled = anyio.run(lambda: cancel_batches(out, api()))
+    # read again: the run may have recorded more of its batches since they were listed
+    cancelled = anyio.run(lambda: cancel_batches(_ledgers(out), api()))
     print(f"cancelling {len(cancelled)} batch(es): {', '.join(cancelled) or 'none was open'}")
     return 0

@@ -28,7 +28,7 @@ from asyncpipe.llm.registry import is_local
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.metrics.prevalence import prevalence_table
 from asyncpipe.pipeline import artifacts
-from asyncpipe.pipeline.batch_pass import batch_final_pass, check_requests, final_requests, progress_display
+from asyncpipe.pipeline.batch_pass import batch_final_pass, check_requests, final_requests
 from asyncpipe.pipeline.fanout import classify_rows
 from asyncpipe.pipeline.inputs import load_side, side_names
 from asyncpipe.pipeline.outputs import RunDirectory, run_fingerprint
@@ -234,21 +234,16 @@ async def _batch_pass(
 ) -> None:
     """``--batch-api``: every row as batch jobs first, and every saved property check on every row;
     their answers fill the cache."""
-    show = progress_display(reporter)
 
     def on_progress(summary: dict) -> None:
-        show(summary)
         out.save_run(
             RunRecord(kind="classify", status="running", fingerprint=fingerprint, batches=dict(summary))
         )
 
-    try:
-        kinds = [final_requests(client, document["messages"], document.get("swapped_messages"), texts)]
-        if checks:
-            kinds.append(check_requests(client, checks, texts))  # type: ignore[arg-type]
-        await batch_final_pass(client, batch, out.path, kinds, reporter, batch_stats, on_progress)
-    finally:
-        reporter.end_phase()
+    kinds = [final_requests(client, document["messages"], document.get("swapped_messages"), texts)]
+    if checks:
+        kinds.append(check_requests(client, checks, texts))  # type: ignore[arg-type]
+    await batch_final_pass(client, batch, out.path, kinds, reporter, batch_stats, on_progress)
 
 
 def _prevalence(

@@ -15,7 +15,6 @@ from asyncpipe.pipeline.batch_pass import (
     check_requests,
     final_requests,
     open_batches_note,
-    progress_display,
 )
 from asyncpipe.pipeline.outcome import Outcome, Selection
 from asyncpipe.pipeline.property_checks import RowRef, check_prompts
@@ -52,25 +51,14 @@ async def _batch_pass(
         checked = [r.text for r in _rows_to_check(run, split_of)]
         if found and checked:
             kinds.append(check_requests(run.classifier, check_prompts(run.cfg.templates, found), checked))
-    show = progress_display(run.reporter)
 
     def on_progress(summary: dict) -> None:
-        show(summary)
         run.batches = dict(summary)
         run.out.save_run(run.record("running"))
 
-    try:
-        await batch_final_pass(
-            run.classifier,
-            run.cfg.batch,
-            run.out.path,
-            kinds,
-            run.reporter,
-            run.batch_stats,
-            on_progress,
-        )
-    finally:
-        run.reporter.end_phase()
+    await batch_final_pass(
+        run.classifier, run.cfg.batch, run.out.path, kinds, run.reporter, run.batch_stats, on_progress
+    )
     return listed
 
 

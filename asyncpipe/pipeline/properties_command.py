@@ -37,7 +37,7 @@ from asyncpipe.llm.pool import build_pool
 from asyncpipe.llm.stats import RunStats
 from asyncpipe.metrics.prevalence import SIGNIFICANT_Q, prevalence_table
 from asyncpipe.model_facts import model_facts
-from asyncpipe.pipeline.batch_pass import batch_final_pass, check_requests, progress_display
+from asyncpipe.pipeline.batch_pass import batch_final_pass, check_requests
 from asyncpipe.pipeline.outputs import RunDirectory, run_fingerprint
 from asyncpipe.pipeline.progress import Reporter
 from asyncpipe.pipeline.property_checks import RowRef, check_properties
@@ -214,20 +214,15 @@ async def run_properties(cfg: PropertiesConfig, reporter: Reporter, stopper: Sto
     message: str | None = "interrupted; run the same command again to continue"
     try:
         if cfg.batch is not None:
-            show = progress_display(reporter)
 
             def on_progress(summary: dict) -> None:
-                show(summary)
                 batches.update(summary)
                 out.save_run(record("running"))
 
             requests = check_requests(client, list(checks.items()), [r.text for r in rows])
-            try:
-                await batch_final_pass(
-                    client, cfg.batch, out.path, [requests], reporter, batch_stats, on_progress
-                )
-            finally:
-                reporter.end_phase()
+            await batch_final_pass(
+                client, cfg.batch, out.path, [requests], reporter, batch_stats, on_progress
+            )
         reporter.phase("checking properties", len(props) * len(rows))
         scores = await check_properties(
             client, list(checks.items()), rows, min_label_mass=cfg.min_label_mass, on_done=reporter.advance
