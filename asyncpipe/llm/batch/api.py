@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from asyncpipe.errors import FatalAPIError, RetryableAPIError
+from asyncpipe.llm.http_errors import RETRYABLE_STATUS, error_fields
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
@@ -128,10 +129,8 @@ class BatchAPI:
 
 
 def _error(method: str, url: str, status: int, raw: bytes) -> Exception:
-    from asyncpipe.llm.http_errors import error_fields
-
     message, _kind, code = error_fields(raw)
-    if status in (408, 409, 425, 429) or status >= 500:
+    if status in RETRYABLE_STATUS or status >= 500:
         return RetryableAPIError(f"{method} {url}: HTTP {status}: {message}", status=status)
     hint = "; check OPENAI_API_KEY" if status in (401, 403) else ""
     if status in (404, 405) and url.endswith(("/files", "/batches")):
