@@ -31,8 +31,7 @@ from asyncpipe.llm.openai_http import REASONING_ALLOWANCE, SAMPLE_REASONING_ALLO
 from asyncpipe.metrics.stopping import race_pairs
 from asyncpipe.model_facts import ModelFacts, model_facts
 from asyncpipe.pipeline.inputs import load_comparison, test_split_warning
-from asyncpipe.pipeline.token_count import TokenCounter, messages_tokens, token_counter
-from asyncpipe.pipeline.token_count import rows_tokens as count_rows
+from asyncpipe.pipeline.token_count import TokenCounter, count_row_tokens, messages_tokens, token_counter
 from asyncpipe.prompts.build import ROW_PLACEHOLDER, classify_messages, describe_messages
 
 #: the metrics lines that come with each earlier description in the describe prompt (a generous guess)
@@ -246,7 +245,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
         - classify_counter.count(ROW_PLACEHOLDER)
         + description
     )
-    _, ratio = count_rows(side_a.texts + side_b.texts, classify_counter)
+    _, ratio = count_row_tokens(side_a.texts + side_b.texts, classify_counter)
 
     def rows_tokens(texts: list[str]) -> int:
         return round(sum(len(t) for t in texts) * ratio)
@@ -358,6 +357,7 @@ def estimate_run(cfg: RunConfig) -> Estimate:
     earliest = first_steps(cfg.patience + 1) if cfg.patience > 0 and cfg.patience + 1 < n_steps else None
     race = race_pairs(validation) if cfg.race else ()
     racing = len(race) < len(validation) and n_steps > 1
+    warning = test_split_warning(cfg, plan)  # what compare says before its first request
     return first_steps(
         n_steps,
         patience=cfg.patience,
@@ -374,5 +374,5 @@ def estimate_run(cfg: RunConfig) -> Estimate:
         if racing
         else 0,
         race_enabled=cfg.race,
-        warnings=tuple(w for w in [test_split_warning(cfg, plan)] if w),
+        warnings=(warning,) if warning else (),
     )

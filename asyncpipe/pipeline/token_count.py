@@ -76,7 +76,7 @@ def messages_tokens(messages: list, count: Callable[[str], int]) -> int:
     return sum(count(m["content"]) + PER_MESSAGE for m in messages) + PER_REQUEST
 
 
-def rows_tokens(texts: list[str], counter: TokenCounter) -> tuple[int, float]:
+def count_row_tokens(texts: list[str], counter: TokenCounter) -> tuple[int, float]:
     """(tokens of all rows, tokens per character), counting a spread-out sample exactly."""
     total_chars = sum(len(t) for t in texts)
     if not texts:
