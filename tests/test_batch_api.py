@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -27,12 +30,37 @@ def wait_until(condition, process, limit: float = 300.0) -> None:
         time.sleep(0.02)
 
 
-def kill_when(args: list, condition) -> None:
-    """Start the command line, wait (bounded) until ``condition`` holds, then ``kill -9`` it."""
-    process = start_cli(*args)
-    wait_until(condition, process)
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=20)
+@dataclass
+class Killed:
+    """A ``compare --batch-api`` run killed while its batch was held in progress by the fake."""
+
+    fake: FakeOpenAI
+    server: ServerThread
+    a: Path
+    b: Path
+    out: Path
+    args: list
+
+
+def submitted(run: Killed) -> bool:
+    return any(p["state"] == "submitted" for p in ledger(run.out))
+
+
+@contextmanager
+def killed_while_held(tmp_path: Path, until: Callable[[Killed], bool] = submitted) -> Iterator[Killed]:
+    """Start a ``--batch-api`` run against a fake whose batches stay in progress, wait (bounded) until
+    ``until`` holds, ``kill -9`` it, and hand over the run with the server still up (the batch still held)."""
+    a, b = fruit_files(tmp_path)
+    fake = FakeOpenAI()
+    fake.batch.hold.set()
+    out = tmp_path / "out"
+    with ServerThread(fake) as server:
+        run = Killed(fake, server, a, b, out, compare_args(server, a, b, out, "--batch-api", *POLL))
+        process = start_cli(*run.args)
+        wait_until(lambda: until(run), process)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=20)
+        yield run
 
 
 def compare_args(server: ServerThread, a: Path, b: Path, out: Path, *extra) -> list:
@@ -98,16 +126,11 @@ def test_batch_run_equals_online_run_and_sends_no_online_final_request(tmp_path)
 
 
 def test_kill_while_polling_then_rerun_polls_the_same_batch(tmp_path):
-    a, b = fruit_files(tmp_path)
-    fake = FakeOpenAI()
-    fake.batch.hold.set()  # the batch stays in_progress until the test lets it go
-    out = tmp_path / "out"
-    with ServerThread(fake) as server:
-        args = compare_args(server, a, b, out, "--batch-api", *POLL)
-        kill_when(args, lambda: any(p["state"] == "submitted" for p in ledger(out)) and fake.batch.polls >= 3)
+    with killed_while_held(tmp_path, lambda run: submitted(run) and run.fake.batch.polls >= 3) as run:
+        fake, out = run.fake, run.out
         assert fake.batch.created == 1
-        fake.batch.hold.clear()
-        again = run_cli(*args)
+        fake.batch.hold.clear()  # the batch stayed in_progress until now
+        again = run_cli(*run.args)
     assert again.returncode == 0, again.stderr
     assert fake.batch.created == 1  # polled the recorded batch, never submitted a second one
     assert len(fake.batch.lines) == 40
@@ -115,13 +138,8 @@ def test_kill_while_polling_then_rerun_polls_the_same_batch(tmp_path):
 
 
 def test_a_batch_created_but_not_recorded_is_found_by_its_file(tmp_path):
-    a, b = fruit_files(tmp_path)
-    fake = FakeOpenAI()
-    fake.batch.hold.set()
-    out = tmp_path / "out"
-    with ServerThread(fake) as server:
-        args = compare_args(server, a, b, out, "--batch-api", *POLL)
-        kill_when(args, lambda: any(p["state"] == "submitted" for p in ledger(out)))
+    with killed_while_held(tmp_path) as run:
+        fake, out, args = run.fake, run.out, run.args
         # as if the kill had come between creating the batch and recording it
         path = out / "batches" / "batches.json"
         data = json.loads(path.read_text())
@@ -392,14 +410,9 @@ def test_run_json_prices_the_batch_answers_at_the_batch_discount(tmp_path):
 
 
 def test_a_run_without_batch_api_warns_of_batches_left_open(tmp_path):
-    a, b = fruit_files(tmp_path)
-    fake = FakeOpenAI()
-    fake.batch.hold.set()
-    out = tmp_path / "out"
-    with ServerThread(fake) as server:
-        args = compare_args(server, a, b, out, "--batch-api", *POLL)
-        kill_when(args, lambda: any(p["state"] == "submitted" for p in ledger(out)))
-        online = run_cli(*fake_compare(server, a, b, out), "--max-steps", "2")
+    with killed_while_held(tmp_path) as run:
+        out = run.out
+        online = run_cli(*fake_compare(run.server, run.a, run.b, out), "--max-steps", "2")
     assert online.returncode == 0, online.stderr
     assert "note: 1 batch(es) of an earlier --batch-api run are still open (batch_fake1)" in online.stderr
     assert f"asyncpipe batches {out} --cancel" in online.stderr

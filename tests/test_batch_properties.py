@@ -10,10 +10,10 @@ from pathlib import Path
 
 import polars as pl
 
-from tests.conftest import fake_compare, fruit_files, run_cli
+from tests.conftest import fake_compare, run_cli
 from tests.fake_batch import run_batch_file
 from tests.fake_openai import FakeOpenAI, ServerThread
-from tests.test_batch_api import compare_args, kill_when, ledger
+from tests.test_batch_api import killed_while_held, ledger
 from tests.test_properties_e2e import PLANTED, PROPS, REPLY, _check_planted, planted_files
 
 POLL = ("--poll-interval", "0.01")
@@ -154,13 +154,11 @@ def test_batches_shows_an_open_batch_as_the_provider_reports_it_now(tmp_path):
     """The ledger holds what the run last saw; ``asyncpipe batches`` asks the endpoint (the one given,
     never one read from the directory) about the batches still open."""
 
-    a, b = fruit_files(tmp_path)
-    fake = FakeOpenAI()
-    fake.batch.hold.set()  # in progress until the test lets it go
-    out = tmp_path / "out"
-    with ServerThread(fake) as server:
-        args = compare_args(server, a, b, out, "--batch-api", *POLL)
-        kill_when(args, lambda: any(p["batch_status"] == "in_progress" for p in ledger(out)))
+    def in_progress(run) -> bool:
+        return any(p["batch_status"] == "in_progress" for p in ledger(run.out))
+
+    with killed_while_held(tmp_path, in_progress) as run:
+        fake, server, out = run.fake, run.server, run.out
         fake.batch.hold.clear()
         polls = fake.batch.polls
         elsewhere = run_cli("batches", out)  # no --base-url: the run's endpoint is not asked

@@ -20,7 +20,7 @@ from asyncpipe.metrics import (
 )
 from asyncpipe.metrics.scores import EPS
 
-SUMMARY_KEYS = {
+INT_KEYS = {
     "n",
     "n_scored",
     "n_unscored",
@@ -28,6 +28,12 @@ SUMMARY_KEYS = {
     "fp",
     "tn",
     "fn",
+    "n_pairs",
+    "pair_wins",
+    "pair_losses",
+    "pair_ties",
+}
+SUMMARY_KEYS = INT_KEYS | {
     "accuracy",
     "balanced_accuracy",
     "accuracy_low",
@@ -42,27 +48,10 @@ SUMMARY_KEYS = {
     "brier",
     "ece_p_a",
     "auc",
-    "n_pairs",
-    "pair_wins",
-    "pair_losses",
-    "pair_ties",
     "pair_accuracy",
     "pair_ci_low",
     "pair_ci_high",
     "pair_p_value",
-}
-INT_KEYS = {
-    "n",
-    "n_scored",
-    "n_unscored",
-    "tp",
-    "fp",
-    "tn",
-    "fn",
-    "n_pairs",
-    "pair_wins",
-    "pair_losses",
-    "pair_ties",
 }
 
 
